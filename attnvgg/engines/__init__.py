@@ -1,0 +1,1 @@
+"""Runners (PyTorch, ONNX Runtime, TensorRT) behind one interface, the TensorRT builder, the bench."""

@@ -1,0 +1,1 @@
+"""Attention modules, VGG16 with attention, checkpoint loading and model building from a spec."""
