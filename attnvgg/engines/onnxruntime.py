@@ -1,0 +1,109 @@
+"""ONNX Runtime runner (CPU and CUDA execution providers)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from attnvgg.engines.base import Runner, TensorMeta
+from attnvgg.errors import InputError, MissingDependency
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8",
+               "tensor(int8)": "int8"}
+
+
+def import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MissingDependency(
+            "onnxruntime is not installed",
+            'install it with: pip install "attnvgg[cpu]" (or "attnvgg[gpu]" for CUDA)',
+        ) from exc
+    return ort
+
+
+class OnnxRuntimeRunner(Runner):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        provider: str = "cpu",
+        threads: int | None = None,
+        optimize: bool = True,
+        extra_outputs: bool = False,
+        name: str | None = None,
+    ):
+        if provider not in PROVIDERS:
+            raise InputError(f"unknown ONNX Runtime provider {provider!r}", f"use one of {', '.join(PROVIDERS)}")
+        self.backend = f"onnxruntime-{provider}"
+        super().__init__(name)
+        self.path = Path(path)
+        self.provider = provider
+        self.threads = threads
+        self.optimize = optimize
+        self.session = None
+
+    def activate_impl(self) -> None:
+        ort = import_ort()
+        if not self.path.is_file():
+            raise InputError(f"ONNX file not found: {self.path}", "run attnvgg export first or fix the path")
+        wanted = PROVIDERS[self.provider]
+        if wanted not in ort.get_available_providers():
+            raise MissingDependency(
+                f"ONNX Runtime has no {wanted} here (available: {', '.join(ort.get_available_providers())})",
+                'install onnxruntime-gpu (pip install "attnvgg[gpu]") and run on a machine with a CUDA GPU',
+            )
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if self.threads:
+            so.intra_op_num_threads = self.threads
+            so.inter_op_num_threads = 1
+        if not self.optimize:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=[wanted])
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"ONNX Runtime cannot load {self.path} ({first})",
+                             "check it is a valid ONNX model (attnvgg export writes one)") from exc
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    def input_metadata(self) -> list[TensorMeta]:
+        sess = self.session
+        if sess is None:
+            raise RuntimeError("activate the runner first")
+        return [
+            TensorMeta(i.name, _ORT_DTYPES.get(i.type, i.type),
+                       tuple(d if isinstance(d, int) else -1 for d in i.shape))
+            for i in sess.get_inputs()
+        ]
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        meta = {m.name: m for m in self.input_metadata()}
+        unknown = sorted(set(feeds) - set(meta))
+        if unknown:
+            raise InputError(f"inputs {unknown} are not in {self.path.name} (it takes {sorted(meta)})",
+                             "name the input as the model does")
+        for name, arr in feeds.items():
+            m = meta[name]
+            if len(arr.shape) != len(m.shape) or any(d != -1 and d != a for d, a in zip(m.shape, arr.shape)):
+                raise InputError(
+                    f"input {name} has shape {tuple(arr.shape)} but {self.path.name} takes {m.shape} (-1 = dynamic)",
+                    "feed the model's input size, or re-export with that size / a dynamic batch",
+                )
+        outs = self.session.run(None, {k: np.ascontiguousarray(v, dtype=np.dtype(meta[k].dtype)) for k, v in feeds.items()})
+        return dict(zip(self.output_names(), outs))
+
+    def describe(self) -> dict:
+        ort = import_ort()
+        return {**super().describe(), "model": str(self.path), "provider": self.provider,
+                "onnxruntime": ort.__version__, "threads": self.threads}

@@ -1,0 +1,1 @@
+"""Parity of every runner against the PyTorch reference, and accuracy on labelled data."""
