@@ -1,0 +1,43 @@
+"""Pick the runner for an artifact: .onnx -> ONNX Runtime, .engine/.plan -> TensorRT, a model spec -> PyTorch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from attnvgg.engines.base import Runner
+from attnvgg.errors import InputError
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def open_runner(
+    artifact: str | os.PathLike | None,
+    provider: str = "cpu",
+    threads: int | None = None,
+    model_spec: Any = None,
+    device: str = "cpu",
+) -> Runner:
+    """A runner for ``artifact``; ``artifact=None`` with a ModelSpec gives the PyTorch reference."""
+    if artifact is None:
+        if model_spec is None:
+            raise InputError("no model given", "pass an .onnx or .engine file, or model options")
+        from attnvgg.engines.torch import TorchRunner
+        from attnvgg.models.build import build_model
+
+        shape = (-1, model_spec.in_channels, model_spec.input_size, model_spec.input_size)
+        return TorchRunner(lambda: build_model(model_spec), input_shape=shape, device=device)
+    p = Path(artifact)
+    if not p.exists():
+        raise InputError(f"file not found: {p}", "check the path (attnvgg export / build write these files)")
+    if p.suffix == ".onnx":
+        from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(p, provider=provider, threads=threads)
+    if p.suffix in ENGINE_SUFFIXES:
+        from attnvgg.engines.tensorrt import TensorRTRunner  # written with the TensorRT stage
+
+        return TensorRTRunner(p)
+    raise InputError(f"{p} is neither an ONNX model (.onnx) nor a TensorRT engine (.engine/.plan)",
+                     "pass a file that attnvgg export, convert, calibrate or build wrote")
