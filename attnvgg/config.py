@@ -94,6 +94,59 @@ class ValidateSpec:
     locate: bool = False
 
 
+# ---------------------------------------------------------------- fp16 / int8 / accuracy
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+CALIB_FLAVOURS = ("tensorrt", "cpu")
+EXCLUDE_PRESETS = ("attention", "attention+gates", "none")
+
+
+@dataclass
+class Fp16Spec:
+    """``attnvgg convert --precision fp16``: an FP16-typed graph with fp32 input/output by default.
+
+    ``block_ops`` stay fp32 (on top of onnxconverter-common's list of ops without fp16 kernels).
+    Measured on ORT CPU, blocking Softmax/ReduceMean changed nothing (CPU casts fp16 ops back to
+    fp32), so none is blocked by default; ``--block-op Softmax`` is there for TensorRT runs.
+    """
+
+    block_ops: list[str] = field(default_factory=list)
+    keep_io_types: bool = True              # --fp16-io turns it off (float16 input and logits)
+    check: bool = True                      # parity against the fp32 ONNX with the fp16 tolerance
+    check_samples: int = 4                  # random inputs in the parity check
+    seed: int = 0
+
+
+@dataclass
+class CalibrateSpec:
+    """``attnvgg calibrate``: explicit Q/DQ INT8 from calibration data (ONNX Runtime quantizer)."""
+
+    data: str = "builtin:calib"             # builtin:calib, an image folder, or a .npz/.npy file
+    method: str = "minmax"                  # minmax | entropy | percentile
+    flavour: str = "tensorrt"               # tensorrt: int8 symmetric (zero point 0); cpu: uint8 activations
+    exclude_preset: str = "attention"       # attention | attention+gates | none
+    exclude: list[str] = field(default_factory=list)   # extra node names kept in float
+    batch_size: int = 8                     # images per calibration batch (bounds memory)
+    num_images: Optional[int] = None        # None = every image in the set
+    per_channel: bool = True                # per-output-channel weight scales
+    percentile: float = 99.999              # for method = percentile
+    num_bins: Optional[int] = None          # histogram bins (None = ONNX Runtime's default per method)
+    cache: bool = True                      # reuse tensor ranges from an earlier identical calibration
+    cache_dir: Optional[str] = None         # default $ATTNVGG_CACHE_DIR/calib or ~/.cache/attnvgg/calib
+    check_samples: int = 8                  # calibration images compared against fp32 after quantizing
+
+
+@dataclass
+class EvaluateSpec:
+    """``attnvgg evaluate``: top-1/top-5 on labelled data, agreement with an fp32 reference."""
+
+    data: str = "builtin:val"
+    batch_size: int = 16
+    limit: Optional[int] = None             # evaluate only the first N images
+    provider: str = "cpu"
+    threads: Optional[int] = None
+    max_top1_drop: Optional[float] = None   # fail (exit 1) if top-1 drops more than this vs the reference
+
+
 @dataclass
 class Config:
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -101,6 +154,9 @@ class Config:
     export: ExportSpec = field(default_factory=ExportSpec)
     simplify: SimplifySpec = field(default_factory=SimplifySpec)
     validate: ValidateSpec = field(default_factory=ValidateSpec)
+    fp16: Fp16Spec = field(default_factory=Fp16Spec)
+    calibrate: CalibrateSpec = field(default_factory=CalibrateSpec)
+    evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
 
 
 # ---------------------------------------------------------------------------- load / save

@@ -1,0 +1,418 @@
+"""The calibrate stage: fp32 ONNX + calibration images -> explicit Q/DQ INT8 ONNX + sidecar.
+
+ONNX Runtime's static quantizer does the work (it is already a dependency and runs on a CPU;
+NVIDIA ModelOpt would bring its own torch/onnx pins). The stage adds what the pipeline needs
+around it: ranges collected one batch at a time (bounded memory), a calibration cache, an
+exclusion policy that keeps attention in float and is verified on the written graph, the
+TensorRT flavour (int8 symmetric, zero point 0, per-channel weights), and atomic writes.
+
+Ranges reach the quantizer through ``quantize_static(calibration_cache_path=...)``, ORT's own
+public way to skip its calibration pass, so a cache hit and a fresh calibration quantize through
+the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from attnvgg.artifacts import atomic_path, onnx_hash, sha256_json, sidecar_path, write_json
+from attnvgg.calibration import cache as calib_cache
+from attnvgg.calibration.graph import GraphIndex, ensure_node_names, toposort
+from attnvgg.calibration.policy import (
+    detach_from_qdq,
+    plan_exclusions,
+    policy_violations,
+    quantized_nodes,
+)
+from attnvgg.calibration.reader import Dataset, InputShape, OneBatch, checked_batches, model_input
+from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, CalibrateSpec, default_tolerances
+from attnvgg.errors import InputError, StageError, require
+
+#: Real calibration passes run in this process; tests use it to prove a cache hit skipped one.
+CALIBRATION_PASSES = 0
+
+
+@dataclass
+class CalibrationResult:
+    output: Path
+    sidecar: Path
+    method: str
+    flavour: str
+    images: int
+    batch_size: int
+    cache_hit: bool
+    cache_entry: str | None
+    calibration_s: float          # range collection (0 on a cache hit)
+    total_s: float
+    excluded: list[dict] = field(default_factory=list)
+    quantized: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    parity: dict | None = None
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _validate(spec: CalibrateSpec) -> None:
+    if spec.method not in CALIB_METHODS:
+        raise InputError(f"unknown calibration method {spec.method!r}", f"use one of {', '.join(CALIB_METHODS)}")
+    if spec.flavour not in CALIB_FLAVOURS:
+        raise InputError(f"unknown flavour {spec.flavour!r}", f"use one of {', '.join(CALIB_FLAVOURS)}")
+    if spec.batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {spec.batch_size}", "e.g. --batch-size 8")
+    if spec.num_images is not None and spec.num_images < 1:
+        raise InputError(f"--num-images must be at least 1, got {spec.num_images}", "or leave it out to use every image")
+    if not 0 < spec.percentile <= 100:
+        raise InputError(f"percentile must be in (0, 100], got {spec.percentile}", "e.g. --percentile 99.999")
+
+
+def _load_source(path: Path) -> Any:
+    onnx = require("onnx", "pip install onnx")
+    if not path.is_file():
+        raise InputError(f"ONNX file not found: {path}", "run attnvgg export first or fix the path")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise InputError(f"cannot read {path} as ONNX ({type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''})",
+                         "pass a model written by attnvgg export") from exc
+
+
+def _plan_batches(shape: InputShape, available: int, spec: CalibrateSpec, notes: list[str]) -> tuple[int, int]:
+    """How many images and which batch size; documented adjustments are reported, not silent."""
+    if available == 0:
+        raise InputError("the calibration set has no images", "point --data at a folder or file with images")
+    n = spec.num_images or available
+    if n > available:
+        raise InputError(f"--num-images {n} but the calibration set has only {available} images",
+                         f"pass --num-images {available} or a larger set")
+    batch = spec.batch_size
+    if shape.batch > 0:
+        if batch != shape.batch:
+            notes.append(f"the model has a static batch of {shape.batch}; calibrating with batch {shape.batch} "
+                         f"instead of {batch}")
+            batch = shape.batch
+        if n < batch:
+            raise InputError(f"{n} calibration images but the model's static batch is {batch}",
+                             f"give at least {batch} images or re-export with a dynamic batch")
+        if n % batch:
+            notes.append(f"dropping the last {n % batch} images: the model's static batch {batch} does not divide {n}")
+            n -= n % batch
+    elif n < batch:
+        notes.append(f"only {n} calibration images, fewer than the batch size {batch}; using batch {n}")
+        batch = n
+    return n, batch
+
+
+def _op_types() -> list[str]:
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def _tensors_to_calibrate(model: Any, op_types: list[str], protected: set[str]) -> set[str]:
+    """Inputs/outputs of the nodes ORT will quantize: never the attention maps of excluded nodes.
+
+    ORT's calibrator would collect every tensor of every quantizable op type, excluded nodes
+    included; at 224 px that means three 3136 x 3136 maps per image for block 3 alone.
+    """
+    idx = GraphIndex.build(model, infer_types=True)
+    wanted = set()
+    for n in idx.nodes():
+        if n.op_type in op_types and n.name not in protected:
+            wanted.update(t for t in list(n.input) + list(n.output)
+                          if t and t not in idx.constants and idx.is_float(t))
+    return wanted
+
+
+def _stage_source(src: Path, model: Any, tmp: Path) -> Path:
+    """A path ORT may read and write beside (it writes ``<name>-inferred.onnx`` next to its input)."""
+    import onnx
+
+    from attnvgg.artifacts import external_data_path
+
+    named = onnx.ModelProto()
+    if any(not n.name for n in model.graph.node):
+        named.CopyFrom(model)
+        ensure_node_names(named)
+        dest = tmp / "source.onnx"
+        onnx.save(named, str(dest))
+        return dest
+    dest = tmp / src.name
+    dest.symlink_to(src.resolve())
+    data = external_data_path(src)
+    if data.exists():
+        (tmp / data.name).symlink_to(data.resolve())
+    # other external-data layouts are referenced relative to the model's folder
+    for init in model.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location" and not (tmp / entry.value).exists():
+                (tmp / entry.value).symlink_to((src.parent / entry.value).resolve())
+    return dest
+
+
+def _collect_ranges(path: Path, spec: CalibrateSpec, shape: InputShape, batches, wanted: set[str],
+                    op_types: list[str], tmp: Path) -> dict[str, tuple[float, float]]:
+    import numpy as np
+    from onnxruntime.quantization import calibrate as C
+
+    base = {"minmax": C.MinMaxCalibrater, "entropy": C.EntropyCalibrater,
+            "percentile": C.PercentileCalibrater}[spec.method]
+
+    class Restricted(base):  # type: ignore[misc, valid-type]
+        def select_tensors_to_calibrate(self, model):  # noqa: ANN001 - ORT's signature
+            tensors, value_infos = super().select_tensors_to_calibrate(model)
+            return tensors & wanted, value_infos
+
+    kwargs: dict[str, Any] = {}
+    if spec.method == "entropy":   # create_calibrator's defaults, so cached and fresh runs agree with ORT
+        kwargs = {"num_bins": spec.num_bins or 128, "num_quantized_bins": 128}
+    elif spec.method == "percentile":
+        kwargs = {"num_bins": spec.num_bins or 2048, "percentile": spec.percentile, "symmetric": True}
+    cal = Restricted(path, op_types_to_calibrate=op_types,
+                     augmented_model_path=str(tmp / "augmented.onnx"), **kwargs)
+    cal.augment_graph()
+    cal.create_inference_session()
+    with contextlib.redirect_stdout(io.StringIO()):  # the histogram collector prints per call
+        for x in batches:
+            cal.collect_data(OneBatch({shape.name: x}))
+        data = cal.compute_data()
+    ranges = {}
+    for name, td in data.items():
+        lo, hi = td.range_value
+        ranges[name] = (float(np.min(lo)), float(np.max(hi)))
+    del cal
+    return ranges
+
+
+def _ort_cache_file(ranges: dict[str, tuple[float, float]], method: str, dest: Path) -> Any:
+    import numpy as np
+    from onnxruntime.quantization import CalibrationMethod, TensorData, TensorsData, save_tensors_data
+
+    enum = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[method]
+    data = {k: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+            for k, (lo, hi) in ranges.items()}
+    save_tensors_data(TensorsData(enum, data), dest)
+    return enum
+
+
+@contextlib.contextmanager
+def _quiet_ort_logging():
+    """ORT's quantizer warns through the root logger ("consider pre-processing"); keep stderr clean."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def calibrate(
+    model_path: str | Path,
+    dataset: Dataset,
+    out: str | Path,
+    spec: CalibrateSpec | None = None,
+    log: Callable[[str], None] = _stderr,
+    progress: bool = True,
+) -> CalibrationResult:
+    """Write an INT8 Q/DQ model of ``model_path`` to ``out`` and its sidecar ``out.json``."""
+    global CALIBRATION_PASSES
+    spec = spec or CalibrateSpec()
+    _validate(spec)
+    t_start = time.perf_counter()
+    src = Path(model_path)
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise InputError(f"output {out} must end in .onnx", "e.g. --out model.int8.onnx")
+    if src.exists() and out.resolve() == src.resolve():
+        raise InputError(f"--out {out} would overwrite the source model", "choose another output path")
+    model = _load_source(src)
+    require("onnxruntime", 'pip install "attnvgg[cpu]"')
+    onnx = require("onnx", "pip install onnx")
+    notes: list[str] = []
+
+    def note(msg: str) -> None:
+        notes.append(msg)
+        log(f"note: {msg}")
+
+    shape = model_input(model)
+    try:
+        available = len(dataset)
+    except TypeError as exc:  # pragma: no cover - every Dataset has a length
+        raise InputError("the calibration set has no length", "pass a Dataset from attnvgg.data") from exc
+    adjustments: list[str] = []
+    n_images, batch = _plan_batches(shape, available, spec, adjustments)
+    for msg in adjustments:
+        note(msg)
+
+    if any(not n.name for n in model.graph.node):
+        ensure_node_names(model)
+    plan = plan_exclusions(model, spec.exclude_preset, spec.exclude)
+    if spec.exclude_preset != "none" and plan.attention_sites == 0:
+        note("no attention block (MatMul-Softmax-MatMul) found; nothing kept in float by the preset")
+    protected = set(plan.names)
+    op_types = _op_types()
+    wanted = _tensors_to_calibrate(model, op_types, protected)
+
+    import onnxruntime
+
+    settings: dict[str, Any] = {"num_images": n_images}
+    if spec.method != "minmax":
+        settings.update(batch_size=batch, num_bins=spec.num_bins)
+    if spec.method == "percentile":
+        settings["percentile"] = spec.percentile
+    key = calib_cache.CacheKey(
+        model_path=str(src.resolve()), model_hash=onnx_hash(src), data_hash=dataset.content_hash(),
+        method=spec.method, settings=settings, tensors_hash=sha256_json(sorted(wanted)),
+        onnxruntime=onnxruntime.__version__)
+    cache_dir = Path(spec.cache_dir).expanduser() if spec.cache_dir else calib_cache.default_cache_dir()
+    found = calib_cache.lookup(cache_dir, key) if spec.cache else None
+    if found and found.note:
+        note(found.note)
+
+    calibration_s = 0.0
+    with tempfile.TemporaryDirectory(prefix="attnvgg-calib-") as tmp_name:
+        tmp = Path(tmp_name)
+        work_src = _stage_source(src, model, tmp)
+        if found is not None and found.ranges is not None:
+            ranges = found.ranges
+            log(f"calibration cache hit: {found.path}")
+        else:
+            t0 = time.perf_counter()
+            batches = checked_batches(dataset, shape, batch, n_images)
+            if progress:
+                from tqdm import tqdm
+
+                batches = tqdm(batches, total=-(-n_images // batch), desc=f"calibrate ({spec.method})",
+                               unit="batch", file=sys.stderr, leave=False)
+            try:
+                with _quiet_ort_logging():
+                    ranges = _collect_ranges(work_src, spec, shape, batches, wanted, op_types, tmp)
+            except InputError:
+                raise
+            except Exception as exc:
+                raise StageError(f"calibration failed in ONNX Runtime ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                                 "check the model runs with attnvgg validate") from exc
+            calibration_s = time.perf_counter() - t0
+            CALIBRATION_PASSES += 1
+            if spec.cache:
+                calib_cache.store(cache_dir / key.slot(), key, ranges, calibration_s, dataset.describe())
+        quantized_model = _quantize(work_src, tmp, ranges, spec, plan.names)
+        del model  # the source graph is reloaded by the policy step; free it now
+        source = onnx.load(str(work_src))
+        rewired = detach_from_qdq(quantized_model, plan.names, source) if plan.names else 0
+        del source
+        toposort(quantized_model)
+        idx = GraphIndex.build(quantized_model, infer_types=True)
+        violations = policy_violations(quantized_model, plan.names, idx)
+        if violations:
+            raise StageError(f"exclusion policy {spec.exclude_preset!r} violated: {violations[0]}"
+                             + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
+                             "report this with the model; try --exclude-preset none to see the raw quantization")
+        qnodes = quantized_nodes(quantized_model, idx)
+        try:
+            onnx.checker.check_model(quantized_model, full_check=True)
+        except Exception as exc:
+            raise StageError(f"the quantized model fails onnx.checker ({str(exc).splitlines()[0][:200]})",
+                             "report this with the model") from exc
+        sidecar = sidecar_path(out)
+        with atomic_path(out) as tmp_out:
+            onnx.save(quantized_model, str(tmp_out))
+            del quantized_model
+            parity = _quick_parity(src, tmp_out, dataset, shape, spec.check_samples, batch)
+            if sidecar.exists():
+                sidecar.unlink()  # never pair the new model with an old sidecar
+    total_s = time.perf_counter() - t_start
+    if parity and not parity.get("passed", True):
+        note(f"INT8 vs fp32 on {parity['samples']} calibration images: cosine {parity['cosine']:.4f}, "
+             f"top-1 agreement {parity['top1_agreement']:.0%} (below the int8 tolerance; attnvgg validate gates this)")
+    result = CalibrationResult(
+        output=out, sidecar=sidecar, method=spec.method, flavour=spec.flavour, images=n_images, batch_size=batch,
+        cache_hit=found is not None and found.ranges is not None,
+        cache_entry=str(found.path) if found is not None else None,
+        calibration_s=round(calibration_s, 3), total_s=round(total_s, 3),
+        excluded=[asdict(p) for p in plan.nodes], quantized=qnodes, notes=notes, parity=parity)
+    write_json(sidecar, {
+        "precision": "int8", "format": "qdq", "flavour": spec.flavour, "method": spec.method,
+        "source": str(src), "source_onnx_hash": key.model_hash, "onnx_hash": onnx_hash(out),
+        "data": dataset.describe(), "data_hash": key.data_hash, "images": n_images, "batch_size": batch,
+        "activation_type": "int8" if spec.flavour == "tensorrt" else "uint8", "weight_type": "int8",
+        "symmetric_activations": spec.flavour == "tensorrt", "per_channel": spec.per_channel,
+        "exclusion": {**plan.to_dict(), "rewired_inputs": rewired},
+        "quantized_nodes": qnodes, "quantized_by_op": _count(qnodes),
+        "calibration_s": result.calibration_s, "total_s": result.total_s,
+        "cache": {"hit": result.cache_hit, "entry": result.cache_entry},
+        "parity_vs_fp32": parity, "notes": notes, "onnxruntime": onnxruntime.__version__,
+    })
+    return result
+
+
+def _count(nodes: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in nodes:
+        out[n["op_type"]] = out.get(n["op_type"], 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _quantize(work_src: Path, tmp: Path, ranges: dict, spec: CalibrateSpec, exclude: list[str]) -> Any:
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    method = _ort_cache_file(ranges, spec.method, tmp / "ranges.json")
+    trt = spec.flavour == "tensorrt"
+    extra = {"ActivationSymmetric": trt, "WeightSymmetric": True}
+    q_path = tmp / "quantized.onnx"
+    try:
+        with _quiet_ort_logging():
+            quantize_static(
+                str(work_src), str(q_path), calibration_data_reader=None,
+                quant_format=QuantFormat.QDQ, per_channel=spec.per_channel, reduce_range=False,
+                activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude), calibrate_method=method, extra_options=extra,
+                calibration_cache_path=str(tmp / "ranges.json"))
+    except Exception as exc:
+        raise StageError(f"ONNX Runtime could not quantize the model ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                         "check the model with attnvgg validate; try --exclude-preset or --exclude") from exc
+    return onnx.load(str(q_path))
+
+
+def _quick_parity(src: Path, quantized: Path, dataset: Dataset, shape: InputShape, samples: int,
+                  batch: int) -> dict | None:
+    """INT8 vs fp32 logits on the first calibration images: a cheap early warning, not the gate."""
+    if samples <= 0:
+        return None
+    import numpy as np
+    import onnxruntime as ort
+
+    from attnvgg.validate.metrics import compare, passes
+
+    n = batch if shape.batch > 0 else samples
+    try:
+        x = next(iter(checked_batches(dataset, shape, n, n)))
+    except (StopIteration, InputError):
+        return None
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    feeds = {shape.name: x}
+    ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    try:
+        got = ort.InferenceSession(str(quantized), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    except Exception as exc:
+        raise StageError(f"ONNX Runtime cannot run the quantized model ({str(exc).splitlines()[0][:200]})",
+                         "report this with the model") from exc
+    tol = default_tolerances()["int8"]
+    m = compare(np.asarray(ref), np.asarray(got), tol)
+    ok, why = passes(m, tol)
+    return {"samples": m.samples, "cosine": m.cosine, "min_cosine": m.min_cosine,
+            "top1_agreement": m.top1_agreement, "max_abs": m.max_abs, "passed": ok, "why": why}

@@ -1,0 +1,96 @@
+"""Calibration batches streamed from a Dataset, one at a time.
+
+ORT's calibrators keep every batch's outputs until the reader is exhausted (the histogram
+calibrators keep every intermediate tensor of every image: 37.5 MiB per image for one
+attention map at 224 px). So the stage feeds the calibrator one batch per ``collect_data``
+call through ``OneBatch``; ranges (MinMax) and histograms (Entropy/Percentile) are merged
+across calls by ORT itself. Memory is then bounded by the batch size, not the set size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
+
+from attnvgg.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class Dataset(Protocol):
+    """What the stage needs from ``attnvgg.data``'s Dataset."""
+
+    classes: list[str]
+    has_labels: bool
+
+    def __len__(self) -> int: ...
+
+    def iter_batches(self, batch_size: int, limit: int | None = None) -> Iterator[tuple[Any, Any]]: ...
+
+    def content_hash(self) -> str: ...
+
+    def describe(self) -> dict: ...
+
+
+@dataclass
+class InputShape:
+    name: str
+    batch: int          # -1 when dynamic
+    chw: tuple[int, int, int]
+
+
+def model_input(model: Any) -> InputShape:
+    """The single image input of an ONNX model (batch may be dynamic, C/H/W must be static)."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    inputs = [i for i in g.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise InputError(f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); calibration "
+                         "needs one image input", "export the model with one NCHW input")
+    vi = inputs[0]
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+    if len(dims) != 4 or any(d <= 0 for d in dims[1:]):
+        raise InputError(f"input {vi.name} has shape {dims}; calibration needs NCHW with static C, H, W",
+                         "export with a static input size (attnvgg export --input-size N)")
+    return InputShape(vi.name, dims[0] if dims[0] > 0 else -1, (dims[1], dims[2], dims[3]))
+
+
+def checked_batches(dataset: Dataset, shape: InputShape, batch_size: int, limit: int | None,
+                    what: str = "calibration") -> Iterator["np.ndarray"]:
+    """Yield float32 NCHW batches, checking shape and finiteness; refuse an empty set."""
+    import numpy as np
+
+    n = 0
+    for x, _y in dataset.iter_batches(batch_size, limit=limit):
+        x = np.asarray(x)
+        if x.ndim != 4 or tuple(x.shape[1:]) != shape.chw:
+            raise InputError(f"{what} images have shape {tuple(x.shape[1:])} but the model takes {shape.chw}",
+                             "preprocess the data to the model's input size (crop = model input size)")
+        if not np.isfinite(x).all():
+            raise InputError(f"{what} batch {n // max(batch_size, 1)} contains NaN or Inf pixels",
+                             "check the data source")
+        n += x.shape[0]
+        yield np.ascontiguousarray(x, dtype=np.float32)
+    if n == 0:
+        raise InputError(f"the {what} set has no images", "point --data at a folder or file with images")
+
+
+class OneBatch:
+    """A CalibrationDataReader that yields one feed dict, then None."""
+
+    def __init__(self, feed: dict):
+        self._feed: dict | None = feed
+
+    def get_next(self) -> dict | None:
+        feed, self._feed = self._feed, None
+        return feed
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        feed = self.get_next()
+        if feed is None:
+            raise StopIteration
+        return feed
