@@ -89,6 +89,12 @@ def tiny_global(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_global_retrained(tmp_path_factory) -> Path:
+    """Same architecture as ``tiny_global``, other weights: a model re-exported after training."""
+    return export_tiny(tmp_path_factory.mktemp("models") / "global2.onnx", ["global", "global", "global"], seed=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_mixed(tmp_path_factory) -> Path:
     return export_tiny(tmp_path_factory.mktemp("models") / "mixed.onnx", ["global", "se", "cbam"])
 
