@@ -215,7 +215,9 @@ def _prove_dynamic_hw(model: Any, path: Path, model_spec: ModelSpec, spec: Expor
             try:
                 got = ort.infer({INPUT_NAME: x})[OUTPUT_NAME]
             except Exception as exc:
-                failures.append(f"{s}px: does not run ({str(exc).splitlines()[0][:80]})")
+                text = str(exc)
+                text = text.split("Status Message:", 1)[1] if "Status Message:" in text else text
+                failures.append(f"{s}px: does not run ({text.strip().splitlines()[0][:100]})")
                 continue
             ok, why = passes(compare(ref, got, tol), tol)
             if not ok:
