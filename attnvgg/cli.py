@@ -221,3 +221,57 @@ def validate(artifact, batches, samples, images, providers, precision, atol, rto
         where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
         raise CheckFailed(f"parity failed for {artifact}{where}",
                           "see the table above" + ("" if locate else "; rerun with --locate to find the first diverging layer"))
+
+
+# -------------------------------------------------------------------------- build (TensorRT)
+
+@cli.command("build", epilog="""\b
+Exit codes: 0 engines built (or plan printed), 2 bad input (missing or
+non-ONNX file, bad batch range, unknown preset), 3 TensorRT failed to
+build, 4 TensorRT or a CUDA GPU is missing (pip install "attnvgg[gpu]").
+\b
+Next to each engine: ENGINE.json (TensorRT version, GPU, ONNX hash,
+profiles, options; an engine whose sidecar does not match the running
+TensorRT/GPU is refused on load) and ENGINE.trtexec.sh (the same build
+with trtexec).""")
+@click.argument("onnx", nargs=-1, required=True)
+@click.option("--out", "out_dir", default="engines", show_default=True,
+              help="Folder for the engines, sidecars, trtexec scripts and the timing cache.")
+@click.option("--preset", default=None, help="server (batch 1/16/64, 8 GiB workspace) or edge (batch 1/1/8, 1 GiB).  [default: server]")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML config; its [build] table, overridden by these flags.")
+@click.option("--min-batch", "batch_min", type=int, default=None, help="Profile minimum batch (overrides the preset).")
+@click.option("--opt-batch", "batch_opt", type=int, default=None, help="Profile batch TensorRT tunes for.")
+@click.option("--max-batch", "batch_max", type=int, default=None, help="Profile maximum batch.")
+@click.option("--workspace", "workspace_mib", type=int, default=None, help="Workspace memory pool limit in MiB.")
+@click.option("--opt-level", "optimization_level", type=int, default=None, help="Builder optimization level 0..5.")
+@click.option("--timing-cache", default=None, help="Timing cache file (relative to --out), reused across builds; '' disables it.")
+@click.option("--hardware-compat", "hardware_compatibility", default=None,
+              help="none, ampere+ or same-compute-capability (engine runs on other GPUs; may be slower).")
+@click.option("--version-compatible/--no-version-compatible", default=None,
+              help="Engine also runs on later TensorRT versions (carries its lean runtime).")
+@click.option("--dla-core", type=int, default=None, help="Jetson DLA core (TensorRT 10.x; 11.4.1+ on AGX Orin).")
+@click.option("--gpu-fallback/--no-gpu-fallback", default=None, help="With --dla-core: run layers DLA cannot on the GPU.  [default: on]")
+@click.option("--tf32/--no-tf32", default=None, help="Allow TF32 for float32 layers.  [default: off for fp32 engines, on otherwise]")
+@click.option("--dry-run", is_flag=True, help="Print the full plan (shapes, profiles, options, paths, trtexec line); build nothing.")
+@handle_errors
+def build_cmd(onnx: tuple[str, ...], out_dir: str, config_path: str | None, dry_run: bool, **kw: Any) -> None:
+    """Build TensorRT engines from fp32, fp16 and int8 ONNX files.
+
+    The precision is read from each file (Q/DQ nodes = int8, a float16 graph = fp16, else
+    fp32); every engine is a strongly typed build, the same on TensorRT 10.x and 11.x.
+    """
+    from attnvgg.engines.build_plan import render_plan, run_build
+
+    cfg = load_cfg(config_path)
+    for key, value in kw.items():
+        if value is not None:
+            setattr(cfg.build, key, value)
+    result = run_build(list(onnx), cfg.build, out_dir, dry_run=dry_run)
+    if dry_run:
+        click.echo(render_plan(result.plan))
+        return
+    for ep, sc in zip(result.plan.engines, result.sidecars):
+        click.echo(f"built {ep.engine} ({sc['precision']}, TensorRT {sc['tensorrt_version']}, {sc['gpu']['name']}, "
+                   f"{sc['engine_bytes'] / 2**20:.1f} MiB, {sc['build_seconds']:.1f} s); "
+                   f"sidecar {ep.sidecar.name}, trtexec {ep.trtexec_script.name}")
