@@ -86,6 +86,13 @@ def _quiet():
                 lg.setLevel(lvl)
 
 
+def _wants_external_data(model: Any, spec: ExportSpec) -> bool:
+    if spec.external_data != "auto":
+        return spec.external_data == "always"
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return weight_bytes >= 1900 * 1024**2  # protobuf's 2 GB limit, with room for the graph
+
+
 def _torch_export(model: Any, x: Any, path: Path, spec: ExportSpec) -> None:
     import torch
 
@@ -103,7 +110,8 @@ def _torch_export(model: Any, x: Any, path: Path, spec: ExportSpec) -> None:
                 axes[3] = Dim("width", min=32, max=4096)
             shapes = (axes,)
         torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          opset_version=spec.opset, dynamic_shapes=shapes, external_data=False, verbose=False)
+                          opset_version=spec.opset, dynamic_shapes=shapes,
+                          external_data=_wants_external_data(model, spec), verbose=False)
     else:
         axes_in: dict[int, str] = {}
         if spec.dynamic_batch:
@@ -150,8 +158,9 @@ def export_onnx(
                          "check --input-size and the model's expected input channels") from exc
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent if out.parent.exists() else None) as tmp:
-        raw = Path(tmp) / "raw.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
+        raw = Path(tmp) / out.name
         try:
             with _quiet(), torch.no_grad():
                 _torch_export(model, x, raw, spec)
@@ -159,23 +168,25 @@ def export_onnx(
             msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             hint = ("try --exporter torchscript" if spec.exporter == "dynamo" else "try --exporter dynamo")
             raise StageError(f"{spec.exporter} export failed: {msg}", hint) from exc
-        proto = onnx.load(str(raw))
         try:
             onnx.checker.check_model(str(raw), full_check=False)
         except Exception as exc:
             raise StageError(f"the exported graph fails onnx.checker ({str(exc).splitlines()[0][:160]})",
                              "report it with the model; try the other exporter") from exc
-        del proto
-        proto = onnx.load(str(raw))
-        ext = spec.external_data
-        if ext == "never" and proto.ByteSize() >= 2 * 1024**3:
-            raise InputError("the model is over 2 GB, which one protobuf file cannot hold",
-                             "use --external-data auto or always")
         seconds = time.perf_counter() - t0
         if spec.dynamic_hw:
             _prove_dynamic_hw(model, raw, model_spec, spec)
-        # Write atomically into place, then the sidecar.
-        save_onnx(proto, out, external_data=ext)
+        raw_data = raw.with_name(raw.name + ".data")
+        if spec.external_data == "always" and not raw_data.exists():
+            save_onnx(load_onnx(raw), out, external_data="always")
+        else:
+            # The exporter's files are complete and checked: rename them in, data first.
+            stale = out.with_name(out.name + ".data")
+            if raw_data.exists():
+                os.replace(raw_data, stale)
+            elif stale.exists():
+                stale.unlink()
+            os.replace(raw, out)
     summary = summarize(out)
     sidecar = {
         "kind": "onnx",

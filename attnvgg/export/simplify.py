@@ -61,6 +61,21 @@ def foldable_nodes(model: Any) -> list[str]:
     return found
 
 
+def _copy_onnx(src: Path, out: Path) -> None:
+    """The graph is unchanged: copy the bytes (and external data) instead of re-serialising."""
+    import shutil
+
+    from attnvgg.artifacts import atomic_path, external_data_path
+
+    if external_data_path(src).exists():
+        from attnvgg.export.graph import load_onnx, save_onnx
+
+        save_onnx(load_onnx(src), out, external_data="always")
+        return
+    with atomic_path(out) as tmp:
+        shutil.copyfile(src, tmp)
+
+
 def simplify_onnx(src: str | os.PathLike, out: str | os.PathLike, spec: SimplifySpec | None = None) -> SimplifyResult:
     import onnx
 
@@ -80,7 +95,7 @@ def simplify_onnx(src: str | os.PathLike, out: str | os.PathLike, spec: Simplify
     if spec.skip_if_minimal and not todo:
         result = SimplifyResult(out, False, before, before, time.perf_counter() - t0,
                                 "already minimal: no shape computation, constant-foldable nodes or identities; onnxsim skipped")
-        save_onnx(model, out)
+        _copy_onnx(src, out)
     else:
         import onnxsim
 
