@@ -92,6 +92,191 @@ def main() -> None:
     cli(prog_name="attnvgg")
 
 
+def _ints(text: str | None, what: str) -> list[int] | None:
+    if text is None:
+        return None
+    from attnvgg.errors import InputError
+
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, got {text!r}", f"e.g. {what} 1,8,32") from None
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"{what} must be positive integers, got {text!r}", f"e.g. {what} 1,8,32")
+    return values
+
+
+# -------------------------------------------------------------------------- export
+
+@cli.command()
+@model_options
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default="model.onnx", show_default=True, help="Output .onnx file.")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default=None, help="torch.onnx exporter [default: dynamo].")
+@click.option("--opset", type=int, default=None, help="ONNX opset [default: 20].")
+@click.option("--static-batch", is_flag=True, default=False, help="Fix the batch instead of a dynamic batch axis.")
+@click.option("--batch-min", type=int, default=None, help="Smallest batch the model serves [default: 1].")
+@click.option("--batch-max", type=int, default=None, help="Largest batch the model serves [default: 64].")
+@click.option("--dynamic-hw", is_flag=True, default=False, help="Dynamic H/W: refused unless every --hw-sizes size passes parity.")
+@click.option("--hw-sizes", default=None, help="Sizes that a dynamic-H/W export must prove, e.g. 224,256.")
+@click.option("--external-data", type=click.Choice(["auto", "always", "never"]), default=None,
+              help="Weights in a .onnx.data file: auto = only above 2 GB.")
+@handle_errors
+def export(config_path, out, exporter, opset, static_batch, batch_min, batch_max, dynamic_hw, hw_sizes,
+           external_data, **kw):
+    """Export the PyTorch model to ONNX (input 'input', output 'logits') and print a graph summary."""
+    cfg = load_cfg(config_path)
+    apply_model_options(cfg, kw)
+    e = cfg.export
+    for key, value in (("exporter", exporter), ("opset", opset), ("batch_min", batch_min),
+                       ("batch_max", batch_max), ("external_data", external_data)):
+        if value is not None:
+            setattr(e, key, value)
+    if static_batch:
+        e.dynamic_batch = False
+    if dynamic_hw:
+        e.dynamic_hw = True
+    if hw_sizes:
+        e.hw_sizes = _ints(hw_sizes, "--hw-sizes")
+    from attnvgg.export.graph import GraphSummary
+    from attnvgg.export.onnx import export_onnx
+
+    res = export_onnx(cfg.model, e, out, preprocess=cfg.preprocess)
+    click.echo(f"exported {res.path} in {res.seconds:.1f} s ({e.exporter}, opset {e.opset})")
+    click.echo(GraphSummary(**res.summary).format())
+
+
+@cli.command()
+@click.argument("src", type=click.Path())
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Output file [default: SRC with .sim.onnx].")
+@click.option("--check-n", type=int, default=None, help="Random input sets for onnxsim's numerical check [default: 2].")
+@click.option("--force", is_flag=True, help="Run onnxsim even when the graph is already minimal.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
+@handle_errors
+def simplify(src, out, check_n, force, config_path):
+    """Simplify an ONNX model with onnxsim (with its numerical check)."""
+    cfg = load_cfg(config_path)
+    if check_n is not None:
+        cfg.simplify.check_n = check_n
+    if force:
+        cfg.simplify.skip_if_minimal = False
+    from attnvgg.export.simplify import simplify_onnx
+
+    src_p = Path(src)
+    out_p = Path(out) if out else src_p.with_name(src_p.name[: -len(".onnx")] + ".sim.onnx" if src_p.name.endswith(".onnx") else src_p.name + ".sim.onnx")
+    res = simplify_onnx(src_p, out_p, cfg.simplify)
+    click.echo(f"{res.path}: {res.reason} ({res.seconds:.1f} s)")
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path())
+@model_options
+@click.option("--batches", default=None, help="Batch sizes, e.g. 1,3 (the dynamic range's ends are added) [default: 1,3].")
+@click.option("--samples", type=int, default=None, help="Random samples per batch size [default: 8].")
+@click.option("--images", default=None, help="Also compare on these images (folder, .npy/.npz, builtin:val).")
+@click.option("--provider", "providers", multiple=True, type=click.Choice(["cpu", "cuda"]),
+              help="ONNX Runtime provider(s) [default: cpu]; cuda where present.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Tolerance set to use [default: read from the model].")
+@click.option("--atol", type=float, default=None, help="Override the absolute tolerance.")
+@click.option("--rtol", type=float, default=None, help="Override the relative tolerance.")
+@click.option("--min-cosine", type=float, default=None, help="Override the minimum cosine similarity.")
+@click.option("--min-top1", type=float, default=None, help="Override the minimum top-1 agreement (0..1).")
+@click.option("--locate", is_flag=True, help="On failure, find the first diverging layer.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML here.")
+@handle_errors
+def validate(artifact, batches, samples, images, providers, precision, atol, rtol, min_cosine, min_top1, locate,
+             json_path, junit_path, config_path, **kw):
+    """Parity of an ONNX model (or engine) against the PyTorch reference. Exit 0 pass, 1 fail."""
+    cfg = load_cfg(config_path)
+    overridden = any(v is not None for v in kw.values())
+    apply_model_options(cfg, kw)
+    v = cfg.validate
+    explicit = batches is not None
+    if batches is not None:
+        v.batches = _ints(batches, "--batches")
+    if samples is not None:
+        v.samples = samples
+    if images is not None:
+        v.images = images
+    if providers:
+        v.providers = list(providers)
+    if locate:
+        v.locate = True
+    from attnvgg.errors import CheckFailed
+    from attnvgg.validate.parity import format_table, validate_artifact
+    from attnvgg.validate.reference import precision_of, preprocess_spec_for, resolve_model_spec
+
+    model_spec = resolve_model_spec(artifact, cfg.model, overridden or config_path is not None)
+    prec = precision or precision_of(artifact)
+    tol = v.tolerances[prec]
+    for key, value in (("atol", atol), ("rtol", rtol), ("min_cosine", min_cosine), ("min_top1", min_top1)):
+        if value is not None:
+            setattr(tol, key, value)
+    pre = preprocess_spec_for(artifact) or (cfg.preprocess if config_path else None)
+    res = validate_artifact(artifact, model_spec, v, json_path, junit_path, precision=prec,
+                            explicit_batches=explicit, preprocess=pre)
+    click.echo(format_table(res))
+    if not res.passed:
+        where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
+        raise CheckFailed(f"parity failed for {artifact}{where}",
+                          "see the table above" + ("" if locate else "; rerun with --locate to find the first diverging layer"))
+
+
+# -------------------------------------------------------------------------- build (TensorRT)
+
+@cli.command("build", epilog="""\b
+Exit codes: 0 engines built (or plan printed), 2 bad input (missing or
+non-ONNX file, bad batch range, unknown preset), 3 TensorRT failed to
+build, 4 TensorRT or a CUDA GPU is missing (pip install "attnvgg[gpu]").
+\b
+Next to each engine: ENGINE.json (TensorRT version, GPU, ONNX hash,
+profiles, options; an engine whose sidecar does not match the running
+TensorRT/GPU is refused on load) and ENGINE.trtexec.sh (the same build
+with trtexec).""")
+@click.argument("onnx", nargs=-1, required=True)
+@click.option("--out", "out_dir", default="engines", show_default=True,
+              help="Folder for the engines, sidecars, trtexec scripts and the timing cache.")
+@click.option("--preset", default=None, help="server (batch 1/16/64, 8 GiB workspace) or edge (batch 1/1/8, 1 GiB).  [default: server]")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML config; its [build] table, overridden by these flags.")
+@click.option("--min-batch", "batch_min", type=int, default=None, help="Profile minimum batch (overrides the preset).")
+@click.option("--opt-batch", "batch_opt", type=int, default=None, help="Profile batch TensorRT tunes for.")
+@click.option("--max-batch", "batch_max", type=int, default=None, help="Profile maximum batch.")
+@click.option("--workspace", "workspace_mib", type=int, default=None, help="Workspace memory pool limit in MiB.")
+@click.option("--opt-level", "optimization_level", type=int, default=None, help="Builder optimization level 0..5.")
+@click.option("--timing-cache", default=None, help="Timing cache file (relative to --out), reused across builds; '' disables it.")
+@click.option("--hardware-compat", "hardware_compatibility", default=None,
+              help="none, ampere+ or same-compute-capability (engine runs on other GPUs; may be slower).")
+@click.option("--version-compatible/--no-version-compatible", default=None,
+              help="Engine also runs on later TensorRT versions (carries its lean runtime).")
+@click.option("--dla-core", type=int, default=None, help="Jetson DLA core (TensorRT 10.x; 11.4.1+ on AGX Orin).")
+@click.option("--gpu-fallback/--no-gpu-fallback", default=None, help="With --dla-core: run layers DLA cannot on the GPU.  [default: on]")
+@click.option("--tf32/--no-tf32", default=None, help="Allow TF32 for float32 layers.  [default: off for fp32 engines, on otherwise]")
+@click.option("--dry-run", is_flag=True, help="Print the full plan (shapes, profiles, options, paths, trtexec line); build nothing.")
+@handle_errors
+def build_cmd(onnx: tuple[str, ...], out_dir: str, config_path: str | None, dry_run: bool, **kw: Any) -> None:
+    """Build TensorRT engines from fp32, fp16 and int8 ONNX files.
+
+    The precision is read from each file (Q/DQ nodes = int8, a float16 graph = fp16, else
+    fp32); every engine is a strongly typed build, the same on TensorRT 10.x and 11.x.
+    """
+    from attnvgg.engines.build_plan import render_plan, run_build
+
+    cfg = load_cfg(config_path)
+    for key, value in kw.items():
+        if value is not None:
+            setattr(cfg.build, key, value)
+    result = run_build(list(onnx), cfg.build, out_dir, dry_run=dry_run)
+    if dry_run:
+        click.echo(render_plan(result.plan))
+        return
+    for ep, sc in zip(result.plan.engines, result.sidecars):
+        click.echo(f"built {ep.engine} ({sc['precision']}, TensorRT {sc['tensorrt_version']}, {sc['gpu']['name']}, "
+                   f"{sc['engine_bytes'] / 2**20:.1f} MiB, {sc['build_seconds']:.1f} s); "
+                   f"sidecar {ep.sidecar.name}, trtexec {ep.trtexec_script.name}")
+
+
 # ------------------------------------------------------------ convert / calibrate / evaluate
 
 def _default_out(model: str, suffix: str) -> str:

@@ -94,6 +94,33 @@ class ValidateSpec:
     locate: bool = False
 
 
+BUILD_PRESETS = ("server", "edge")
+HARDWARE_COMPATIBILITY = ("none", "ampere+", "same-compute-capability")
+
+
+@dataclass
+class BuildSpec:
+    """TensorRT engine build options. ``None`` means: take it from the preset.
+
+    Precision is not here: it is read from each ONNX file (strongly typed builds).
+    The presets (``attnvgg.engines.build_plan.PRESETS``): server = batch 1/16/64,
+    8 GiB workspace; edge = batch 1/1/8, 1 GiB workspace.
+    """
+
+    preset: str = "server"                  # "server" or "edge"
+    batch_min: Optional[int] = None         # optimization profile, batch axis
+    batch_opt: Optional[int] = None
+    batch_max: Optional[int] = None
+    workspace_mib: Optional[int] = None     # MemoryPoolType.WORKSPACE limit
+    optimization_level: Optional[int] = None  # builder optimization level 0..5 (TensorRT default 3)
+    tf32: Optional[bool] = None             # None: off for fp32 engines, TensorRT default (on) otherwise
+    timing_cache: str = "timing.cache"      # relative to the output folder; "" disables it
+    hardware_compatibility: str = "none"    # "none", "ampere+", "same-compute-capability"
+    version_compatible: bool = False        # engine runs on later TensorRT versions (lean runtime inside)
+    dla_core: Optional[int] = None          # Jetson DLA core; TensorRT 10.x (11.4.1+ on AGX Orin)
+    gpu_fallback: bool = True               # with a DLA core: layers DLA cannot run go to the GPU
+
+
 # ---------------------------------------------------------------- fp16 / int8 / accuracy
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 CALIB_FLAVOURS = ("tensorrt", "cpu")
@@ -154,6 +181,7 @@ class Config:
     export: ExportSpec = field(default_factory=ExportSpec)
     simplify: SimplifySpec = field(default_factory=SimplifySpec)
     validate: ValidateSpec = field(default_factory=ValidateSpec)
+    build: BuildSpec = field(default_factory=BuildSpec)
     fp16: Fp16Spec = field(default_factory=Fp16Spec)
     calibrate: CalibrateSpec = field(default_factory=CalibrateSpec)
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)

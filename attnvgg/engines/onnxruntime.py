@@ -58,7 +58,7 @@ class OnnxRuntimeRunner(Runner):
                 'install onnxruntime-gpu (pip install "attnvgg[gpu]") and run on a machine with a CUDA GPU',
             )
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # errors reach the caller as exceptions
         if self.threads:
             so.intra_op_num_threads = self.threads
             so.inter_op_num_threads = 1

@@ -59,6 +59,23 @@ class VGG16WithAttention(nn.Module):
         )
         self.attention_kinds = attention
         self.width = width
+        self._initialize_weights()
+
+    def _initialize_weights(self) -> None:
+        """torchvision's VGG initialisation, so random weights keep the signal alive through
+        the depth and random-weight parity checks see input-dependent logits."""
+        from attnvgg.models.attention import GlobalAttention
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.constant_(m.bias, 0)
+            elif isinstance(m, GlobalAttention):
+                nn.init.zeros_(m.gamma)
 
     def forward(self, x):
         x = self.features(x)

@@ -45,22 +45,12 @@ def random_images(n: int, hw: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def export_tiny(path: Path, attention: list[str], seed: int = 0) -> Path:
-    """VGG16WithAttention at width 1/16 on 32x32 inputs, gamma 0.5, dynamic batch (dynamo exporter).
+    """VGG16WithAttention at width 1/16 on 32x32 inputs, gamma 0.5, dynamic batch, via attnvgg's export."""
+    from attnvgg.config import ExportSpec, ModelSpec
+    from attnvgg.export.onnx import export_onnx
 
-    The legacy exporter refuses AdaptiveAvgPool2d((7, 7)) on a 1x1 map, so 32 px needs dynamo.
-    """
-    import torch
-
-    from attnvgg.models.build import set_gamma
-    from attnvgg.models.vgg import VGG16WithAttention
-
-    torch.manual_seed(seed)
-    model = VGG16WithAttention(num_classes=10, attention=attention, width=1 / 16).eval()
-    set_gamma(model, 0.5)
-    x = torch.randn(2, 3, 32, 32)
-    torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, input_names=["input"],
-                      output_names=["logits"], dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}},
-                      verbose=False)
+    spec = ModelSpec(attention=attention, width=1 / 16, input_size=32, num_classes=10, gamma=0.5, seed=seed)
+    export_onnx(spec, ExportSpec(batch_max=16), path)
     return path
 
 

@@ -63,7 +63,7 @@ def test_histogram_methods_run_and_record_sidecar(tiny_global, calib_data, tmp_p
     r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, method=method), progress=False)
     side = json.loads((tmp_path / f"{method}.onnx.json").read_text())
     assert side["method"] == method and side["precision"] == "int8"
-    assert r.parity["min_cosine"] > 0.99
+    assert r.parity["min_cosine"] > 0.98          # the int8 tolerance
 
 
 def test_sidecar_records_what_was_done(tiny_global, calib_data, tmp_path):

@@ -61,11 +61,11 @@ def _torch_model():
 
 
 def _export(model, path: Path, static_batch: int | None = None) -> Path:
-    import torch
+    from attnvgg.config import ExportSpec, ModelSpec
+    from attnvgg.export.onnx import export_onnx
 
-    kw = {} if static_batch else {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=64)},)}
-    torch.onnx.export(model, (torch.randn(static_batch or 2, 3, 32, 32),), str(path), dynamo=True,
-                      external_data=False, input_names=["input"], output_names=["logits"], verbose=False, **kw)
+    spec = ExportSpec(dynamic_batch=False, batch_min=static_batch) if static_batch else ExportSpec(batch_max=32)
+    export_onnx(ModelSpec(input_size=32, num_classes=10), spec, path, model=model)
     return path
 
 

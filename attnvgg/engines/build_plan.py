@@ -1,0 +1,653 @@
+"""Everything about a TensorRT build that does not need TensorRT: plan, presets, profiles,
+the engine sidecar and its compatibility check, the equivalent trtexec command.
+
+Why a separate module: the decisions (which batch range, which precision, which flags,
+whether an engine may be loaded here) are the part worth testing, and they can be tested on
+any CPU. ``attnvgg.engines.tensorrt`` only carries them out. Nothing here imports tensorrt,
+torch or onnx at module level; ``onnx`` is imported inside :func:`inspect_onnx`.
+
+Precision is a property of the ONNX file, never a builder flag: Q/DQ nodes mean int8, a
+float16-typed graph means fp16, anything else fp32 (an ``<file>.onnx.json`` sidecar with a
+``precision`` key is taken too, and must agree with the graph). Every engine is a strongly
+typed build, the only kind TensorRT 11 has.
+
+Sidecar compatibility (``check_sidecar``): an engine runs only on the TensorRT version and GPU
+it was built with, so loading one whose sidecar names another TensorRT version, GPU name or
+compute capability is refused. Two build options relax this on purpose:
+
+* ``version_compatible``: the engine carries its lean runtime, so any TensorRT version equal to
+  or newer than the one that built it is accepted; an older one is still refused.
+* ``hardware_compatibility = "ampere+"``: the GPU name and exact compute capability are not
+  compared; any GPU of compute capability 8.0 or newer is accepted.
+  ``"same-compute-capability"``: the GPU name is not compared; the compute capability must match.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from attnvgg.config import BUILD_PRESETS, HARDWARE_COMPATIBILITY, PRECISIONS, BuildSpec
+from attnvgg.errors import InputError, MissingDependency
+
+SIDECAR_FORMAT = "attnvgg.tensorrt-engine/1"
+ENGINE_SUFFIX = ".engine"
+TRTEXEC_SUFFIX = ".trtexec.sh"
+INSTALL_HINT = 'install it with: pip install "attnvgg[gpu]" on a machine with an NVIDIA GPU and driver'
+
+
+# ----------------------------------------------------------------------------- presets
+
+@dataclass(frozen=True)
+class Preset:
+    batch_min: int
+    batch_opt: int
+    batch_max: int
+    workspace_mib: int
+    optimization_level: int
+
+
+PRESETS: dict[str, Preset] = {
+    # A data-centre GPU serving batches: tune for batch 16, allow up to 64.
+    "server": Preset(batch_min=1, batch_opt=16, batch_max=64, workspace_mib=8192, optimization_level=3),
+    # A Jetson-class device answering one request at a time, with little memory to spare.
+    "edge": Preset(batch_min=1, batch_opt=1, batch_max=8, workspace_mib=1024, optimization_level=3),
+}
+assert set(PRESETS) == set(BUILD_PRESETS)
+
+
+# ----------------------------------------------------------------------------- TensorRT versions
+
+@dataclass(frozen=True)
+class TrtCapabilities:
+    """What differs between the TensorRT versions this project supports."""
+
+    version: str
+    major: int
+    minor: int
+    strongly_typed_flag: bool     # pass NetworkDefinitionCreationFlag.STRONGLY_TYPED (10.x); 11.x always is
+    dla_possible: bool            # this TensorRT release can build DLA engines at all
+    dla_note: str
+    notes: tuple[str, ...] = ()
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    """``"10.13.0.35"`` -> ``(10, 13, 0, 35)``; non-numeric tails are ignored."""
+    parts: list[int] = []
+    for piece in str(version).split("."):
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def trt_capabilities(version: str) -> TrtCapabilities:
+    """The one place that switches on the TensorRT version.
+
+    10.x: networks are weakly typed unless created with the STRONGLY_TYPED flag, so we set it.
+    11.x: every network is strongly typed and the flag is deprecated (accepted, ignored), so we
+    pass no flag. DLA (NVIDIA's "Working with DLA" page, 11.4.1): 10.7 was the last 10.x release
+    with DLA; 11.0-11.3 have none; 11.4.1 brought it back on Jetson AGX Orin (JetPack 7.2.2+).
+    The builder still asks the hardware (``num_DLA_cores``); this only words the refusal.
+    """
+    v = parse_version(version)
+    if len(v) < 2 or v[0] < 10:
+        raise MissingDependency(
+            f"TensorRT {version} is not supported (attnvgg builds strongly typed engines with TensorRT 10.x or 11.x)",
+            INSTALL_HINT,
+        )
+    major, minor = v[0], v[1]
+    notes: list[str] = []
+    if major == 10:
+        if minor < 12:
+            notes.append(f"TensorRT {version}: strong typing matured in 10.12; upgrade if the build rejects the graph")
+        dla = minor <= 7
+        note = ("DLA on Jetson (JetPack 6, TensorRT 10.x up to 10.7)" if dla else
+                f"TensorRT {version} has no DLA support (10.7 was the last 10.x release with DLA)")
+        return TrtCapabilities(version, major, minor, True, dla, note, tuple(notes))
+    dla = v[:3] >= (11, 4, 1)
+    note = ("DLA on Jetson AGX Orin with JetPack 7.2.2+ only" if dla else
+            f"TensorRT {version} has no DLA support on Jetson (11.0-11.3 have none; 11.4.1+ has it on "
+            "Jetson AGX Orin with JetPack 7.2.2+); build DLA engines with TensorRT 10.x up to 10.7 (JetPack 6)")
+    return TrtCapabilities(version, major, minor, False, dla, note, tuple(notes))
+
+
+# ----------------------------------------------------------------------------- ONNX facts
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str                          # numpy dtype name
+    shape: tuple[Any, ...]              # ints; a string (dim_param) or "?" where dynamic
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class OnnxFacts:
+    path: Path
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    precision: str
+    precision_source: str               # why we think so, for the plan and the sidecar
+
+
+def _tensor_info(value_info: Any) -> TensorInfo:
+    import onnx
+
+    tt = value_info.type.tensor_type
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+    except Exception:
+        dtype = onnx.TensorProto.DataType.Name(tt.elem_type).lower()
+    dims: list[Any] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or "?")
+    return TensorInfo(value_info.name, dtype, tuple(dims))
+
+
+def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
+    """Precision from the graph itself (see the module docstring), with the evidence."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph
+    nodes = list(graph.node) + [n for f in model.functions for n in f.node]
+    qop = sorted({n.op_type for n in nodes if n.op_type.startswith("QLinear") or n.op_type in ("ConvInteger", "MatMulInteger")})
+    if qop:
+        raise InputError(
+            f"{path} is int8 in QOperator format ({', '.join(qop[:3])}); TensorRT builds int8 only from Q/DQ graphs",
+            "quantize in QDQ format (attnvgg calibrate writes Q/DQ)",
+        )
+    qdq = [n for n in nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if qdq:
+        inits = {i.name: i for i in graph.initializer}
+        for n in qdq:
+            if len(n.input) < 3 or not n.input[2] or n.input[2] not in inits:
+                continue
+            zp = inits[n.input[2]]
+            if zp.data_type == onnx.TensorProto.UINT8:
+                raise InputError(
+                    f"{path} has uint8 (asymmetric) Q/DQ at node {n.name or n.op_type}; TensorRT needs int8 with zero point 0",
+                    "recalibrate with symmetric activations and weights (attnvgg calibrate)",
+                )
+            if zp.data_location == onnx.TensorProto.EXTERNAL:
+                continue
+            if numpy_helper.to_array(zp).any():
+                raise InputError(
+                    f"{path} has a non-zero Q/DQ zero point at node {n.name or n.op_type}; TensorRT needs zero point 0",
+                    "recalibrate with symmetric quantization (attnvgg calibrate)",
+                )
+        return "int8", f"graph: {len(qdq)} QuantizeLinear/DequantizeLinear nodes"
+    f16 = onnx.TensorProto.FLOAT16
+    n_init = sum(1 for i in graph.initializer if i.data_type == f16)
+    n_cast = sum(1 for n in nodes if n.op_type == "Cast"
+                 and any(a.name == "to" and a.i == f16 for a in n.attribute))
+    n_vals = sum(1 for v in list(graph.input) + list(graph.output) + list(graph.value_info)
+                 if v.type.tensor_type.elem_type == f16)
+    if n_init or n_cast or n_vals:
+        return "fp16", f"graph: {n_init} float16 initializers, {n_cast} Casts to float16, {n_vals} float16 tensors"
+    return "fp32", "graph: no Q/DQ nodes, no float16 tensors"
+
+
+def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
+    """Read inputs, outputs and precision of an ONNX file without loading external weights."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"ONNX file not found: {p}", "check the path (attnvgg export, convert and calibrate write these)")
+    if not p.is_file():
+        raise InputError(f"{p} is not a file", "pass an .onnx file")
+    import onnx
+
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise InputError(f"{p} is not an ONNX model ({first})", "pass an .onnx file written by attnvgg export, convert or calibrate") from exc
+    if model.ir_version <= 0 or not model.graph.node:
+        raise InputError(f"{p} is not an ONNX model (no graph nodes)", "pass an .onnx file written by attnvgg export, convert or calibrate")
+    init_names = {i.name for i in model.graph.initializer}
+    inputs = tuple(_tensor_info(v) for v in model.graph.input if v.name not in init_names)
+    outputs = tuple(_tensor_info(v) for v in model.graph.output)
+    if not inputs:
+        raise InputError(f"{p} has no graph inputs", "export the model with an input tensor")
+    for t in inputs:
+        if not t.shape:
+            raise InputError(f"{p}: input {t.name} has no shape", "export with a fixed NCHW input shape")
+        if not all(isinstance(d, int) for d in t.shape[1:]):
+            raise InputError(
+                f"{p}: input {t.name} has dynamic non-batch axes {list(t.shape)}; only the batch axis may be dynamic",
+                "export with a static height and width (--input-size)",
+            )
+
+    graph_precision, evidence = _graph_precision(model, p)
+    precision, source = graph_precision, evidence
+    meta = p.with_name(p.name + ".json")
+    if meta.is_file():
+        import json
+
+        try:
+            declared = json.loads(meta.read_text()).get("precision")
+        except Exception as exc:
+            raise InputError(f"sidecar {meta} is not valid JSON ({exc})", "fix or delete it") from exc
+        if declared is not None:
+            if declared not in PRECISIONS:
+                raise InputError(f"sidecar {meta} declares precision {declared!r}", f"use one of {', '.join(PRECISIONS)}")
+            if declared != graph_precision:
+                raise InputError(
+                    f"{p}: sidecar {meta.name} says {declared} but the graph is {graph_precision} ({evidence})",
+                    "regenerate the file with attnvgg convert/calibrate, or fix the sidecar",
+                )
+            source = f"sidecar {meta.name}; {evidence}"
+    return OnnxFacts(p, inputs, outputs, precision, source)
+
+
+# ----------------------------------------------------------------------------- options and plan
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """A BuildSpec with the preset applied and every value checked."""
+
+    preset: str
+    batch_min: int
+    batch_opt: int
+    batch_max: int
+    explicit_batch: bool            # the user set a batch value (not just the preset)
+    workspace_mib: int
+    optimization_level: int
+    tf32: Optional[bool]            # None: off for fp32, on (TensorRT default) for fp16/int8
+    timing_cache: Optional[Path]
+    hardware_compatibility: str
+    version_compatible: bool
+    dla_core: Optional[int]
+    gpu_fallback: bool
+    overridden: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["timing_cache"] = str(self.timing_cache) if self.timing_cache else None
+        d["overridden"] = list(self.overridden)
+        return d
+
+
+def resolve_options(spec: BuildSpec, out_dir: str | os.PathLike) -> BuildOptions:
+    """Apply the preset under the explicit values and refuse what cannot be built."""
+    if spec.preset not in PRESETS:
+        raise InputError(f"unknown build preset {spec.preset!r}", f"use one of {', '.join(PRESETS)}")
+    pre = PRESETS[spec.preset]
+    overridden = []
+
+    def pick(name: str) -> Any:
+        value = getattr(spec, name)
+        if value is None:
+            return getattr(pre, name)
+        overridden.append(name)
+        return value
+
+    bmin, bopt, bmax = pick("batch_min"), pick("batch_opt"), pick("batch_max")
+    workspace, level = pick("workspace_mib"), pick("optimization_level")
+    for name, v in (("batch_min", bmin), ("batch_opt", bopt), ("batch_max", bmax)):
+        if v < 1:
+            raise InputError(f"{name} is {v}; batch sizes must be at least 1", "pass a positive batch size")
+    if bmin > bopt:
+        raise InputError(f"min batch {bmin} is larger than opt batch {bopt}", "use min <= opt <= max (e.g. 1, 16, 64)")
+    if bopt > bmax:
+        raise InputError(f"opt batch {bopt} is larger than max batch {bmax}", "use min <= opt <= max (e.g. 1, 16, 64)")
+    if workspace < 1:
+        raise InputError(f"workspace is {workspace} MiB", "pass a positive workspace size in MiB")
+    if not 0 <= level <= 5:
+        raise InputError(f"builder optimization level {level} is outside 0..5", "pass 0 (fast build) to 5 (slow, thorough); 3 is TensorRT's default")
+    if spec.hardware_compatibility not in HARDWARE_COMPATIBILITY:
+        raise InputError(f"unknown hardware compatibility {spec.hardware_compatibility!r}",
+                         f"use one of {', '.join(HARDWARE_COMPATIBILITY)}")
+    if spec.dla_core is not None and spec.dla_core < 0:
+        raise InputError(f"DLA core {spec.dla_core} is negative", "pass 0 or 1 (Jetson AGX Orin has two DLA cores)")
+    cache = None
+    if spec.timing_cache:
+        cache = Path(spec.timing_cache)
+        if not cache.is_absolute():
+            cache = Path(out_dir) / cache
+    return BuildOptions(
+        preset=spec.preset, batch_min=bmin, batch_opt=bopt, batch_max=bmax,
+        explicit_batch=any(n.startswith("batch_") for n in overridden),
+        workspace_mib=workspace, optimization_level=level, tf32=spec.tf32, timing_cache=cache,
+        hardware_compatibility=spec.hardware_compatibility, version_compatible=spec.version_compatible,
+        dla_core=spec.dla_core, gpu_fallback=spec.gpu_fallback, overridden=tuple(overridden),
+    )
+
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    onnx: Path
+    engine: Path
+    sidecar: Path
+    trtexec_script: Path
+    precision: str
+    precision_source: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    profile: dict[str, tuple[Shape, Shape, Shape]]   # input -> (min, opt, max)
+    dynamic: bool                                    # any input has a dynamic axis: add a profile
+    tf32: bool
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {
+            "onnx": str(self.onnx), "engine": str(self.engine), "sidecar": str(self.sidecar),
+            "trtexec_script": str(self.trtexec_script), "precision": self.precision,
+            "precision_source": self.precision_source,
+            "inputs": [t.as_dict() for t in self.inputs], "outputs": [t.as_dict() for t in self.outputs],
+            "profiles": [{k: {"min": list(v[0]), "opt": list(v[1]), "max": list(v[2])} for k, v in self.profile.items()}],
+            "dynamic": self.dynamic, "tf32": self.tf32, "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    out_dir: Path
+    options: BuildOptions
+    engines: tuple[EnginePlan, ...]
+
+    def as_dict(self) -> dict:
+        return {"out_dir": str(self.out_dir), "options": self.options.as_dict(),
+                "engines": [e.as_dict() for e in self.engines]}
+
+
+def engine_path_for(onnx: Path, precision: str, out_dir: Path) -> Path:
+    """``model.fp16.onnx`` -> ``OUT/model.fp16.engine``; ``model.sim.onnx`` -> ``OUT/model.sim.fp32.engine``."""
+    stem = onnx.name[: -len(".onnx")] if onnx.name.endswith(".onnx") else onnx.name
+    if precision not in stem.split("."):
+        stem = f"{stem}.{precision}"
+    return out_dir / f"{stem}{ENGINE_SUFFIX}"
+
+
+def trtexec_script_path(engine: Path) -> Path:
+    return engine.with_name(engine.name + TRTEXEC_SUFFIX)
+
+
+def _profile(facts: OnnxFacts, opts: BuildOptions) -> tuple[dict, bool, list[str]]:
+    prof: dict[str, tuple[Shape, Shape, Shape]] = {}
+    notes: list[str] = []
+    dynamic = False
+    for t in facts.inputs:
+        rest = tuple(int(d) for d in t.shape[1:])
+        if isinstance(t.shape[0], int):
+            n = t.shape[0]
+            if opts.explicit_batch and (opts.batch_min, opts.batch_opt, opts.batch_max) != (n, n, n):
+                raise InputError(
+                    f"{facts.path}: input {t.name} has a static batch of {n} but batch {opts.batch_min}/{opts.batch_opt}/{opts.batch_max} was asked",
+                    f"re-export with a dynamic batch, or ask for batch {n}",
+                )
+            notes.append(f"input {t.name} has a static batch of {n}: the profile is fixed at {n}")
+            shapes = ((n, *rest),) * 3
+        else:
+            dynamic = True
+            shapes = ((opts.batch_min, *rest), (opts.batch_opt, *rest), (opts.batch_max, *rest))
+        prof[t.name] = shapes  # type: ignore[assignment]
+    return prof, dynamic, notes
+
+
+def plan_build(onnx_paths: Sequence[str | os.PathLike], spec: BuildSpec, out_dir: str | os.PathLike) -> BuildPlan:
+    """Check every input and option and say exactly what would be built; builds nothing."""
+    if not onnx_paths:
+        raise InputError("no ONNX file given", "pass one or more .onnx files (fp32, fp16, int8)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output folder {out} is a file", "pass a folder with --out")
+    opts = resolve_options(spec, out)
+    engines: list[EnginePlan] = []
+    seen: dict[Path, Path] = {}
+    for raw in onnx_paths:
+        facts = inspect_onnx(raw)
+        engine = engine_path_for(facts.path, facts.precision, out)
+        if engine in seen:
+            raise InputError(f"{seen[engine]} and {facts.path} would both write {engine}",
+                             "rename one file or build them into different --out folders")
+        seen[engine] = facts.path
+        prof, dynamic, notes = _profile(facts, opts)
+        tf32 = opts.tf32 if opts.tf32 is not None else facts.precision != "fp32"
+        engines.append(EnginePlan(
+            onnx=facts.path, engine=engine, sidecar=engine.with_name(engine.name + ".json"),
+            trtexec_script=trtexec_script_path(engine), precision=facts.precision,
+            precision_source=facts.precision_source, inputs=facts.inputs, outputs=facts.outputs,
+            profile=prof, dynamic=dynamic, tf32=tf32, notes=tuple(notes),
+        ))
+    return BuildPlan(out, opts, tuple(engines))
+
+
+# ----------------------------------------------------------------------------- trtexec
+
+def _dims(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def trtexec_args(ep: EnginePlan, opts: BuildOptions, base: Optional[Path] = None) -> list[str]:
+    """The trtexec arguments that build the same engine; paths relative to ``base`` if given."""
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, base) if base is not None else str(p)
+
+    args = ["trtexec", f"--onnx={rel(ep.onnx)}", f"--saveEngine={rel(ep.engine)}", "--stronglyTyped"]
+    if ep.dynamic:
+        for i, key in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
+            args.append(f"{key}=" + ",".join(f"{name}:{_dims(s[i])}" for name, s in ep.profile.items()))
+    args.append(f"--memPoolSize=workspace:{opts.workspace_mib}M")
+    args.append(f"--builderOptimizationLevel={opts.optimization_level}")
+    if opts.timing_cache:
+        args.append(f"--timingCacheFile={rel(opts.timing_cache)}")
+    if not ep.tf32:
+        args.append("--noTF32")
+    if opts.hardware_compatibility == "ampere+":
+        args.append("--hardwareCompatibilityLevel=ampere+")
+    elif opts.hardware_compatibility == "same-compute-capability":
+        args.append("--hardwareCompatibilityLevel=sameComputeCapability")
+    if opts.version_compatible:
+        args.append("--versionCompatible")
+    if opts.dla_core is not None:
+        args.append(f"--useDLACore={opts.dla_core}")
+        if opts.gpu_fallback:
+            args.append("--allowGPUFallback")
+    return args
+
+
+def trtexec_line(ep: EnginePlan, opts: BuildOptions, base: Optional[Path] = None) -> str:
+    return " ".join(shlex.quote(a) for a in trtexec_args(ep, opts, base))
+
+
+def trtexec_script(ep: EnginePlan, opts: BuildOptions) -> str:
+    """A shell script, run from anywhere, that rebuilds this engine with trtexec."""
+    base = ep.engine.parent
+    args = trtexec_args(ep, opts, base=base)
+    body = " \\\n  ".join(shlex.quote(a) for a in args)
+    return (
+        "#!/usr/bin/env bash\n"
+        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, preset {opts.preset}).\n"
+        "# Precision comes from the ONNX graph (strongly typed build): no --fp16/--int8.\n"
+        "# --stronglyTyped is required on TensorRT 10.x and a no-op on 11.x. trtexec then\n"
+        "# benchmarks the engine at the opt shapes; add --skipInference to only build.\n"
+        "set -euo pipefail\n"
+        'cd "$(dirname "$0")"\n'
+        f"{body} \"$@\"\n"
+    )
+
+
+# ----------------------------------------------------------------------------- dry-run text
+
+def render_plan(plan: BuildPlan) -> str:
+    o = plan.options
+    set_ = set(o.overridden)
+
+    def src(name: str) -> str:
+        return "set" if name in set_ else f"preset {o.preset}"
+
+    lines = [
+        f"build plan: {len(plan.engines)} engine(s) into {plan.out_dir} (dry run: nothing built, TensorRT not imported)",
+        f"preset: {o.preset}",
+        f"batch: min {o.batch_min} / opt {o.batch_opt} / max {o.batch_max} "
+        f"({'set' if o.explicit_batch else 'preset ' + o.preset})",
+        f"workspace: {o.workspace_mib} MiB ({src('workspace_mib')})",
+        f"builder optimization level: {o.optimization_level} ({src('optimization_level')})",
+        "timing cache: " + (f"{o.timing_cache} ({'reused' if o.timing_cache.is_file() else 'created'})"
+                            if o.timing_cache else "off"),
+        f"hardware compatibility: {o.hardware_compatibility}",
+        f"version compatible: {'yes' if o.version_compatible else 'no'}",
+        "DLA: " + (f"core {o.dla_core}, GPU fallback {'on' if o.gpu_fallback else 'off'}" if o.dla_core is not None else "off (GPU)"),
+        "network: strongly typed (precision from each ONNX file; no FP16/INT8 builder flags)",
+    ]
+    for i, e in enumerate(plan.engines, 1):
+        lines.append(f"engine {i}/{len(plan.engines)}: {e.engine}")
+        lines.append(f"  onnx: {e.onnx}")
+        lines.append(f"  precision: {e.precision} ({e.precision_source})")
+        for t in e.inputs:
+            lines.append(f"  input: {t.name} {t.dtype} [{', '.join(str(d) for d in t.shape)}]")
+        for t in e.outputs:
+            lines.append(f"  output: {t.name} {t.dtype} [{', '.join(str(d) for d in t.shape)}]")
+        for name, (mn, op, mx) in e.profile.items():
+            lines.append(f"  profile {name}: min {_dims(mn)}  opt {_dims(op)}  max {_dims(mx)}"
+                         + ("" if e.dynamic else " (static, no profile needed)"))
+        tf32_why = "set" if o.tf32 is not None else ("default off for fp32" if e.precision == "fp32" else "TensorRT default for " + e.precision)
+        lines.append(f"  tf32: {'on' if e.tf32 else 'off'} ({tf32_why})")
+        for n in e.notes:
+            lines.append(f"  note: {n}")
+        lines.append(f"  sidecar: {e.sidecar}")
+        lines.append(f"  trtexec script: {e.trtexec_script}")
+        lines.append(f"  trtexec: {trtexec_line(e, o)}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- sidecar
+
+@dataclass(frozen=True)
+class RuntimeEnv:
+    """What an engine is tied to: the TensorRT version and the GPU."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str         # "9.0"
+
+
+def make_sidecar(ep: EnginePlan, opts: BuildOptions, env: RuntimeEnv, *, onnx_hash: str,
+                 engine_sha256: str, engine_bytes: int, build_seconds: float,
+                 timing_cache_status: str = "", attnvgg_version: str = "") -> dict:
+    d = ep.as_dict()
+    return {
+        "format": SIDECAR_FORMAT,
+        "engine": ep.engine.name,
+        "engine_sha256": engine_sha256,
+        "engine_bytes": engine_bytes,
+        "onnx": str(ep.onnx),
+        "source": str(ep.onnx.resolve()),      # the sidecar chain validate follows to the model spec
+        "onnx_hash": onnx_hash,
+        "precision": ep.precision,
+        "precision_source": ep.precision_source,
+        "tensorrt_version": env.tensorrt_version,
+        "gpu": {"name": env.gpu_name, "compute_capability": env.compute_capability},
+        "inputs": d["inputs"],
+        "outputs": d["outputs"],
+        "profiles": d["profiles"],
+        "build_options": {**opts.as_dict(), "tf32": ep.tf32, "strongly_typed": True},
+        "build_seconds": round(build_seconds, 3),
+        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "timing_cache": timing_cache_status,
+        "trtexec_script": ep.trtexec_script.name,
+        "attnvgg_version": attnvgg_version,
+    }
+
+
+def load_sidecar(engine: str | os.PathLike) -> dict:
+    from attnvgg.artifacts import read_json, sidecar_path
+
+    e = Path(engine)
+    sc = sidecar_path(e)
+    if not sc.is_file():
+        raise InputError(f"engine {e} has no sidecar {sc.name}, so where it may run is unknown",
+                         f"rebuild it with: attnvgg build MODEL.onnx --out {e.parent}")
+    try:
+        data = read_json(sc)
+    except Exception as exc:
+        raise InputError(f"sidecar {sc} is not valid JSON ({exc})",
+                         f"rebuild the engine with: attnvgg build MODEL.onnx --out {e.parent}") from exc
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        raise InputError(f"{sc} is not an attnvgg engine sidecar (format {data.get('format') if isinstance(data, dict) else None!r})",
+                         f"rebuild the engine with: attnvgg build MODEL.onnx --out {e.parent}")
+    return data
+
+
+def _cc(text: str) -> tuple[int, ...]:
+    return parse_version(text)
+
+
+def check_sidecar(sidecar: dict, env: RuntimeEnv, engine: str | os.PathLike,
+                  engine_sha256: Optional[str] = None) -> None:
+    """Refuse an engine that was built for another TensorRT version or GPU (see module doc)."""
+    e = Path(engine)
+    opts = sidecar.get("build_options") or {}
+    onnx = sidecar.get("onnx") or "MODEL.onnx"
+    rebuild = f"rebuild it here with: attnvgg build {onnx} --out {e.parent} --preset {opts.get('preset', 'server')}"
+    try:
+        built_trt = str(sidecar["tensorrt_version"])
+        built_gpu = str(sidecar["gpu"]["name"])
+        built_cc = str(sidecar["gpu"]["compute_capability"])
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"sidecar of {e} lacks field {exc}", rebuild) from exc
+    if engine_sha256 is not None and sidecar.get("engine_sha256") != engine_sha256:
+        raise InputError(f"sidecar of {e} describes another engine (engine_sha256 differs)", rebuild)
+
+    diffs: list[str] = []
+    if opts.get("version_compatible"):
+        if parse_version(env.tensorrt_version) < parse_version(built_trt):
+            diffs.append(f"tensorrt_version: built with {built_trt}, running {env.tensorrt_version} "
+                         "(a version-compatible engine needs the same or a newer TensorRT)")
+    elif env.tensorrt_version != built_trt:
+        diffs.append(f"tensorrt_version: built with {built_trt}, running {env.tensorrt_version}")
+
+    hwc = opts.get("hardware_compatibility", "none")
+    if hwc == "ampere+":
+        if _cc(env.compute_capability) < (8, 0):
+            diffs.append(f"gpu.compute_capability: engine is Ampere+ (8.0 or newer), running {env.compute_capability}")
+    else:
+        if hwc != "same-compute-capability" and env.gpu_name != built_gpu:
+            diffs.append(f"gpu.name: built on {built_gpu!r}, running on {env.gpu_name!r}")
+        if env.compute_capability != built_cc:
+            diffs.append(f"gpu.compute_capability: built for {built_cc}, running {env.compute_capability}")
+    if diffs:
+        raise InputError(f"engine {e} does not match this machine: " + "; ".join(diffs), rebuild)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+@dataclass
+class BuildResult:
+    plan: BuildPlan
+    sidecars: list[dict] = field(default_factory=list)   # one per built engine; empty on a dry run
+
+
+def run_build(onnx_paths: Sequence[str | os.PathLike], spec: BuildSpec, out_dir: str | os.PathLike,
+              dry_run: bool = False) -> BuildResult:
+    """The build stage: plan (always, without TensorRT), then build unless ``dry_run``.
+
+    Bad input raises InputError before TensorRT is looked for; a missing TensorRT or GPU raises
+    MissingDependency (exit 4).
+    """
+    plan = plan_build(onnx_paths, spec, out_dir)
+    if dry_run:
+        return BuildResult(plan)
+    from attnvgg.engines.tensorrt import build_engines
+
+    return BuildResult(plan, build_engines(plan))

@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX, simplification, graph summary, FP16 variant."""

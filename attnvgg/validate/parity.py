@@ -1,0 +1,273 @@
+"""Parity of an ONNX model or engine against the PyTorch reference.
+
+Random inputs at several batch sizes (both ends of the dynamic range included) and, when
+given, image inputs; per-output metrics against per-precision tolerances; a table, a JSON
+result and a JUnit XML file for CI dashboards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from attnvgg.config import ModelSpec, PreprocessSpec, Tolerance, ValidateSpec
+from attnvgg.errors import InputError
+
+
+@dataclass
+class Case:
+    runner: str
+    inputs: str            # "random" or the image source
+    batch: int
+    output: str
+    metrics: dict
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class ParityResult:
+    artifact: str
+    precision: str
+    tolerance: dict
+    cases: list[Case]
+    passed: bool
+    reference: dict
+    locate: dict | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "cases": [asdict(c) for c in self.cases]}
+
+    def worst(self) -> dict:
+        keys = ("max_abs", "max_rel", "mean_abs")
+        out = {k: max((c.metrics[k] for c in self.cases), default=0.0) for k in keys}
+        out["cosine"] = min((c.metrics["min_cosine"] for c in self.cases), default=1.0)
+        out["top1_agreement"] = min((c.metrics["top1_agreement"] for c in self.cases), default=1.0)
+        return out
+
+
+def batch_sizes(spec: ValidateSpec, input_dims: list, batch_range: list[int] | None, explicit: bool) -> list[int]:
+    """Batches to test. A static batch is tested as is; a dynamic one at both range ends too."""
+    b0 = input_dims[0] if input_dims else -1
+    if isinstance(b0, int) and b0 > 0:
+        if explicit and any(b != b0 for b in spec.batches):
+            raise InputError(f"the model has a static batch of {b0}, but batches {spec.batches} were asked for",
+                             f"use --batches {b0}, or re-export with a dynamic batch")
+        return [b0]
+    sizes = set(spec.batches)
+    if batch_range:
+        sizes.update(batch_range)
+        lo, hi = batch_range
+        bad = [b for b in sizes if not lo <= b <= hi]
+        if bad and explicit:
+            raise InputError(f"batch sizes {sorted(bad)} are outside the exported range {lo}..{hi}",
+                             f"pick batches within {lo}..{hi} or re-export with --batch-max")
+        sizes = {b for b in sizes if lo <= b <= hi}
+    return sorted(sizes)
+
+
+def random_inputs(shape_chw: tuple[int, int, int], batch: int, samples: int, seed: int) -> Iterator[np.ndarray]:
+    """``samples`` images in batches of ``batch``, standard normal (what preprocessed images look like)."""
+    rng = np.random.default_rng(seed + batch)
+    n_batches = max(1, -(-samples // batch))
+    for _ in range(n_batches):
+        yield rng.standard_normal((batch, *shape_chw)).astype(np.float32)
+
+
+def image_inputs(source: str, preprocess: PreprocessSpec, batch: int, limit: int) -> Iterator[np.ndarray]:
+    from attnvgg.data import open_dataset  # the data package owns loading and preprocessing
+
+    ds = open_dataset(source, preprocess)
+    for x, _ in ds.iter_batches(batch, limit=limit):
+        if len(x) == batch:
+            yield x
+
+
+def run_parity(
+    artifact: str | os.PathLike,
+    model_spec: ModelSpec,
+    spec: ValidateSpec,
+    precision: str | None = None,
+    tolerance: Tolerance | None = None,
+    explicit_batches: bool = False,
+    preprocess: PreprocessSpec | None = None,
+) -> ParityResult:
+    from attnvgg.engines.factory import open_runner
+    from attnvgg.engines.torch import TorchRunner
+    from attnvgg.models.build import build_model
+    from attnvgg.validate.metrics import compare, passes
+    from attnvgg.validate.reference import lineage, precision_of
+
+    artifact = Path(artifact)
+    if not artifact.exists():
+        raise InputError(f"file not found: {artifact}", "check the path, or run attnvgg export first")
+    precision = precision or precision_of(artifact)
+    if precision not in spec.tolerances:
+        raise InputError(f"no tolerance for precision {precision!r}", f"use one of {', '.join(spec.tolerances)}")
+    tol = tolerance or spec.tolerances[precision]
+    side = (lineage(artifact) or [{}])[0]
+    model = build_model(model_spec)
+    runners = []
+    skipped: list[str] = []
+    is_engine = artifact.suffix != ".onnx"
+    for provider in (["cpu"] if is_engine else spec.providers):
+        r = open_runner(artifact, provider=provider)
+        runners.append(r)
+
+    cases: list[Case] = []
+    ref_runner = TorchRunner(model)
+    with ref_runner:
+        for runner in runners:
+            try:
+                runner.activate()
+            except Exception as exc:
+                from attnvgg.errors import MissingDependency
+
+                if isinstance(exc, MissingDependency) and runner is not runners[0]:
+                    skipped.append(f"{runner.name}: {exc}")
+                    continue
+                raise
+            try:
+                meta = runner.input_metadata()[0]
+                dims = list(meta.shape)
+                chw = tuple(d if d > 0 else s for d, s in zip(dims[1:], (model_spec.in_channels, model_spec.input_size, model_spec.input_size)))
+                want = (model_spec.in_channels, model_spec.input_size, model_spec.input_size)
+                if chw != want:
+                    raise InputError(
+                        f"{artifact.name} takes input {tuple(dims)} but the reference model takes (N, {want[0]}, {want[1]}, {want[2]})",
+                        "pass the --input-size/--checkpoint the model was exported with",
+                    )
+                batches = batch_sizes(spec, dims, side.get("batch_range"), explicit_batches)
+                sources: list[tuple[str, Any]] = []
+                for b in batches:
+                    sources.append(("random", (b, random_inputs(chw, b, spec.samples, spec.seed))))
+                    if spec.images:
+                        if preprocess is None:
+                            raise InputError("image inputs need a preprocessing spec",
+                                             "export from a config with [preprocess], or pass --config")
+                        sources.append((spec.images, (b, image_inputs(spec.images, preprocess, b, max(spec.samples, b)))))
+                for label, (b, batches_iter) in sources:
+                    refs, outs, t0 = [], [], time.perf_counter()
+                    for x in batches_iter:
+                        refs.append(ref_runner.infer({"input": x})["logits"])
+                        got = runner.infer({meta.name: x})
+                        outs.append(got[runner.output_names()[0]] if "logits" not in got else got["logits"])
+                    if not refs:
+                        skipped.append(f"{label} at batch {b}: fewer images than the batch")
+                        continue
+                    ref = np.concatenate(refs)
+                    out = np.concatenate(outs)
+                    m = compare(ref, out, tol)
+                    ok, why = passes(m, tol)
+                    cases.append(Case(runner.name, label, b, "logits", m.to_dict(), ok, why,
+                                      round(time.perf_counter() - t0, 3)))
+            finally:
+                runner.deactivate()
+    passed = bool(cases) and all(c.passed for c in cases)
+    return ParityResult(
+        artifact=str(artifact),
+        precision=precision,
+        tolerance=asdict(tol),
+        cases=cases,
+        passed=passed,
+        reference={"backend": "pytorch", "model": asdict(model_spec)},
+        skipped=skipped,
+    )
+
+
+def format_table(result: ParityResult) -> str:
+    head = f"{'runner':<18} {'inputs':<10} {'batch':>5} {'max abs':>10} {'max rel':>10} {'mean abs':>10} {'cosine':>10} {'top-1':>7}  result"
+    lines = [f"parity of {result.artifact} ({result.precision}) vs PyTorch fp32", head, "-" * len(head)]
+    for c in result.cases:
+        m = c.metrics
+        src = c.inputs if len(c.inputs) <= 10 else "images"
+        lines.append(f"{c.runner:<18} {src:<10} {c.batch:>5} {m['max_abs']:>10.3g} {m['max_rel']:>10.3g} "
+                     f"{m['mean_abs']:>10.3g} {m['min_cosine']:>10.7f} {m['top1_agreement']:>7.1%}  "
+                     f"{'PASS' if c.passed else 'FAIL: ' + '; '.join(c.reasons)}")
+    for s in result.skipped:
+        lines.append(f"skipped: {s}")
+    lines.append(f"{'PASS' if result.passed else 'FAIL'}: {sum(c.passed for c in result.cases)}/{len(result.cases)} cases within "
+                 f"atol {result.tolerance['atol']:g}, rtol {result.tolerance['rtol']:g}, cosine >= {result.tolerance['min_cosine']:g}, "
+                 f"top-1 >= {result.tolerance['min_top1']:.0%}")
+    if result.locate:
+        lines.append(format_locate(result.locate))
+    return "\n".join(lines)
+
+
+def format_locate(loc: dict) -> str:
+    if not loc.get("found"):
+        return f"locate: {loc.get('message', 'no diverging layer found')}"
+    s = (f"first diverging layer: {loc['module']} ({loc['module_type']}), max abs {loc['max_abs']:.3g}"
+         f" vs tolerance {loc['tolerance']:.3g}")
+    if loc.get("onnx_node"):
+        s += f"; ONNX node {loc['onnx_node']} ({loc['onnx_op']})"
+    if loc.get("last_good"):
+        s += f"; last matching layer: {loc['last_good']}"
+    return s
+
+
+def junit_xml(result: ParityResult) -> str:
+    from xml.etree import ElementTree as ET
+
+    suite = ET.Element("testsuite", name="attnvgg.validate", tests=str(len(result.cases)),
+                       failures=str(sum(not c.passed for c in result.cases)), errors="0",
+                       time=f"{sum(c.seconds for c in result.cases):.3f}")
+    for c in result.cases:
+        case = ET.SubElement(suite, "testcase", classname=f"parity.{Path(result.artifact).name}.{c.runner}",
+                             name=f"{c.inputs}-batch{c.batch}-{c.output}", time=f"{c.seconds:.3f}")
+        if not c.passed:
+            fail = ET.SubElement(case, "failure", message="; ".join(c.reasons), type="ParityFailure")
+            fail.text = ", ".join(f"{k}={v}" for k, v in c.metrics.items())
+        out = ET.SubElement(case, "system-out")
+        out.text = ", ".join(f"{k}={v}" for k, v in c.metrics.items())
+    if result.locate and result.locate.get("found"):
+        props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", name="first_diverging_layer", value=str(result.locate["module"]))
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_results(result: ParityResult, json_path: str | os.PathLike | None, junit_path: str | os.PathLike | None) -> None:
+    from attnvgg.artifacts import write_json, write_text
+
+    if json_path:
+        write_json(json_path, result.to_dict())
+    if junit_path:
+        write_text(junit_path, junit_xml(result))
+
+
+def validate_artifact(
+    artifact: str | os.PathLike,
+    model_spec: ModelSpec,
+    spec: ValidateSpec,
+    json_path: str | os.PathLike | None = None,
+    junit_path: str | os.PathLike | None = None,
+    precision: str | None = None,
+    explicit_batches: bool = False,
+    preprocess: PreprocessSpec | None = None,
+) -> ParityResult:
+    """Parity, then (if asked and it failed) the first diverging layer; results written atomically."""
+    result = run_parity(artifact, model_spec, spec, precision=precision, explicit_batches=explicit_batches,
+                        preprocess=preprocess)
+    if spec.locate and not result.passed and Path(artifact).suffix == ".onnx":
+        from attnvgg.models.build import build_model
+        from attnvgg.validate.locate import locate_divergence
+
+        tol = spec.tolerances[result.precision]
+        failing = next(c for c in result.cases if not c.passed)
+        x = next(random_inputs((model_spec.in_channels, model_spec.input_size, model_spec.input_size),
+                               failing.batch, failing.batch, spec.seed))
+        atol = tol.atol if np.isfinite(tol.atol) else 1e-2
+        rtol = tol.rtol if np.isfinite(tol.rtol) else 1e-1
+        result.locate = locate_divergence(artifact, build_model(model_spec), x, atol=atol, rtol=rtol)
+    write_results(result, json_path, junit_path)
+    return result
