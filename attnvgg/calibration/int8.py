@@ -14,6 +14,7 @@ the same code.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import sys
@@ -124,7 +125,9 @@ def _tensors_to_calibrate(model: Any, op_types: list[str], protected: set[str]) 
     ORT's calibrator would collect every tensor of every quantizable op type, excluded nodes
     included; at 224 px that means three 3136 x 3136 maps per image for block 3 alone.
     """
-    idx = GraphIndex.build(model, infer_types=True)
+    # No type inference here (it would copy the 556 MB model): ORT's calibrator keeps only the
+    # float tensors of this superset, and the superset is a deterministic cache key.
+    idx = GraphIndex.build(model)
     wanted = set()
     for n in idx.nodes():
         if n.op_type in op_types and n.name not in protected:
@@ -189,7 +192,8 @@ def _collect_ranges(path: Path, spec: CalibrateSpec, shape: InputShape, batches,
     for name, td in data.items():
         lo, hi = td.range_value
         ranges[name] = (float(np.min(lo)), float(np.max(hi)))
-    del cal
+    del cal, data
+    gc.collect()
     return ranges
 
 
@@ -283,6 +287,8 @@ def calibrate(
     with tempfile.TemporaryDirectory(prefix="attnvgg-calib-") as tmp_name:
         tmp = Path(tmp_name)
         work_src = _stage_source(src, model, tmp)
+        del model  # ORT loads its own copies; the source graph is reloaded for the policy step
+        gc.collect()
         if found is not None and found.ranges is not None:
             ranges = found.ranges
             log(f"calibration cache hit: {found.path}")
@@ -308,7 +314,6 @@ def calibrate(
             if spec.cache:
                 calib_cache.store(cache_dir / key.slot(), key, ranges, calibration_s, dataset.describe())
         quantized_model = _quantize(work_src, tmp, ranges, spec, plan.names)
-        del model  # the source graph is reloaded by the policy step; free it now
         source = onnx.load(str(work_src))
         rewired = detach_from_qdq(quantized_model, plan.names, source) if plan.names else 0
         del source
