@@ -468,3 +468,74 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
            f"mean cosine {result.reference.mean_cosine:.6f}" if result.reference else "")
     click.echo(f"{acc} on {result.images} images{ref} -> {out}")
     check_budget(result, spec.max_top1_drop)
+
+
+# -------------------------------------------------------------------------- run / config
+
+def _run_options(fn: Callable) -> Callable:
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                     help="TOML config holding any stage's options; layered over the preset."),
+        click.option("--preset", default="default", show_default=True,
+                     help="default (reduced model trained on the built-in data) or vgg16-224 (full size)."),
+        click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override one option, e.g. --set calibrate.method=entropy (repeatable; wins over the file)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@cli.command()
+@_run_options
+@click.option("--out", default=None, help="Run folder [default: runs/<preset>].")
+@click.option("--stages", default=None, help="Comma-separated stages to run: export,simplify,fp16,calibrate,validate,evaluate,build,bench,report.")
+@click.option("--force", is_flag=True, help="Rerun every selected stage even if its inputs and settings are unchanged.")
+@handle_errors
+def run(config_path, preset, overrides, out, stages, force):
+    """Run every stage in order and write the latency-vs-accuracy report.
+
+    With no arguments: the built-in default (a reduced VGG16 with attention trained on the
+    built-in synthetic data set). Stages whose inputs and settings have not changed are
+    skipped (content hashes in RUN/manifest.json); an interrupted run resumes.
+    Exit 1 if a parity check failed (the report is still written).
+    """
+    from attnvgg.errors import CheckFailed
+    from attnvgg.pipeline import effective_config, run_pipeline
+
+    cfg = effective_config(preset, config_path, overrides)
+    if out:
+        cfg.run.out = out
+    selected = None
+    if stages:
+        from attnvgg.config import RUN_STAGES
+        from attnvgg.errors import InputError
+
+        selected = [s.strip() for s in stages.split(",") if s.strip()]
+        bad = [s for s in selected if s not in RUN_STAGES]
+        if bad:
+            raise InputError(f"unknown stage(s) {', '.join(bad)}", f"stages are {', '.join(RUN_STAGES)}")
+    click.echo(f"attnvgg run: preset {preset}, run folder {cfg.run.out}")
+    summary = run_pipeline(cfg, selected, force=force, echo=lambda s: click.echo(s))
+    click.echo(f"done in {summary['seconds']:.1f} s; report: {summary['report']}")
+    if summary.get("failed"):
+        raise CheckFailed(f"{len(summary['failed'])} check(s) failed: {', '.join(summary['failed'])}",
+                          "see the report and the results/ folder of the run")
+
+
+@cli.command("config")
+@_run_options
+@click.option("--show", is_flag=True, help="Print the effective config (preset < file < --set) as TOML.")
+@click.option("--write", "write_path", type=click.Path(dir_okay=False), default=None, help="Write the effective config to this file.")
+@handle_errors
+def config_cmd(config_path, preset, overrides, show, write_path):
+    """Show or write the effective configuration: every option of every stage."""
+    from attnvgg.config import dumps_config, save_config
+    from attnvgg.pipeline import effective_config
+
+    cfg = effective_config(preset, config_path, overrides)
+    if write_path:
+        save_config(cfg, write_path)
+        click.echo(f"wrote {write_path}")
+    if show or not write_path:
+        click.echo(dumps_config(cfg), nl=False)

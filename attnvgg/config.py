@@ -174,6 +174,20 @@ class EvaluateSpec:
     max_top1_drop: Optional[float] = None   # fail (exit 1) if top-1 drops more than this vs the reference
 
 
+RUN_STAGES = ("export", "simplify", "fp16", "calibrate", "validate", "evaluate", "build", "bench", "report")
+RUN_VARIANTS = ("fp32", "fp16", "int8-tensorrt", "int8-cpu")
+
+
+@dataclass
+class RunSpec:
+    """``attnvgg run``: which stages and variants, and where the run folder is."""
+
+    out: str = "runs/default"
+    stages: list[str] = field(default_factory=lambda: list(RUN_STAGES))
+    variants: list[str] = field(default_factory=lambda: list(RUN_VARIANTS))
+    pytorch_baseline: bool = True           # PyTorch eager fp32 rows in accuracy and bench
+
+
 @dataclass
 class Config:
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -181,6 +195,7 @@ class Config:
     export: ExportSpec = field(default_factory=ExportSpec)
     simplify: SimplifySpec = field(default_factory=SimplifySpec)
     validate: ValidateSpec = field(default_factory=ValidateSpec)
+    run: RunSpec = field(default_factory=RunSpec)
     build: BuildSpec = field(default_factory=BuildSpec)
     fp16: Fp16Spec = field(default_factory=Fp16Spec)
     calibrate: CalibrateSpec = field(default_factory=CalibrateSpec)
@@ -255,6 +270,50 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
         merged.update(obj.tolerances)
         obj.tolerances = merged
     return obj
+
+
+def apply_dict(obj: Any, data: dict, where: str = "") -> Any:
+    """Layer ``data`` over an existing dataclass (a preset): only the keys given change."""
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"config {where or 'top level'}: unknown key(s) {', '.join(unknown)}",
+                         f"valid keys are {', '.join(sorted(names))}")
+    for key, value in data.items():
+        here = f"{where}.{key}" if where else key
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            apply_dict(current, value, here)
+        elif key == "tolerances" and isinstance(value, dict):
+            for prec, tol in value.items():
+                if prec in current and isinstance(tol, dict):
+                    apply_dict(current[prec], tol, f"{here}.{prec}")
+                else:
+                    current[prec] = _check_type(tol, Tolerance, f"{here}.{prec}")
+        else:
+            setattr(obj, key, _check_type(value, hints[key], here))
+    return obj
+
+
+def parse_override(text: str) -> dict:
+    """``section.key=value`` (value in TOML syntax, bare words taken as strings) -> nested dict."""
+    if "=" not in text:
+        raise InputError(f"--set {text!r} is not of the form section.key=value", "e.g. --set bench.batches=[1,8]")
+    path, raw = text.split("=", 1)
+    keys = [k.strip() for k in path.split(".") if k.strip()]
+    if not keys:
+        raise InputError(f"--set {text!r} names no key", "e.g. --set calibrate.method=entropy")
+    try:
+        value = _toml_loads(f"v = {raw.strip()}")["v"]
+    except Exception:
+        value = raw.strip()
+    out: dict = {}
+    cur = out
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+    cur[keys[-1]] = value
+    return out
 
 
 def to_dict(obj: Any) -> dict:
