@@ -28,6 +28,7 @@ from attnvgg.artifacts import atomic_path, onnx_hash, sha256_json, sidecar_path,
 from attnvgg.calibration import cache as calib_cache
 from attnvgg.calibration.graph import GraphIndex, ensure_node_names, toposort
 from attnvgg.calibration.policy import (
+    ExclusionPlan,
     detach_from_qdq,
     plan_exclusions,
     policy_violations,
@@ -220,6 +221,208 @@ def _quiet_ort_logging():
         logging.disable(previous)
 
 
+def _check_out(src: Path, out: Path) -> None:
+    if out.suffix != ".onnx":
+        raise InputError(f"output {out} must end in .onnx", "e.g. --out model.int8.onnx")
+    if src.exists() and out.resolve() == src.resolve():
+        raise InputError(f"--out {out} would overwrite the source model", "choose another output path")
+
+
+class RangeSession:
+    """A source model staged for ORT's quantizer together with its tensor ranges.
+
+    One calibration pass (or a cache hit) yields ranges from which any number of Q/DQ variants
+    are built: ``calibrate`` builds one, the mixed-precision search (``calibration.mixed``) one per
+    candidate exclusion set, so the search never recalibrates. Use as a context manager: the
+    staged source lives in a temporary folder until the session closes.
+
+    Order of use: construct (validates, loads ``self.model`` for planning), ``collect(protected)``
+    (ranges of every tensor a node outside ``protected`` may quantize; frees ``self.model``),
+    then ``build(plan)`` any number of times and ``write(...)`` once per output.
+    """
+
+    def __init__(self, model_path: str | Path, dataset: Dataset, spec: CalibrateSpec,
+                 log: Callable[[str], None] = _stderr, progress: bool = True):
+        _validate(spec)
+        self.t_start = time.perf_counter()
+        self.spec = spec
+        self.dataset = dataset
+        self.log = log
+        self.progress = progress
+        self.notes: list[str] = []
+        self.src = Path(model_path)
+        self.model: Any = _load_source(self.src)
+        require("onnxruntime", 'pip install "attnvgg[cpu]"')
+        self.shape = model_input(self.model)
+        try:
+            available = len(dataset)
+        except TypeError as exc:  # pragma: no cover - every Dataset has a length
+            raise InputError("the calibration set has no length", "pass a Dataset from attnvgg.data") from exc
+        adjustments: list[str] = []
+        self.n_images, self.batch = _plan_batches(self.shape, available, spec, adjustments)
+        for msg in adjustments:
+            self.note(msg)
+        if any(not n.name for n in self.model.graph.node):
+            ensure_node_names(self.model)
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.work_src: Path | None = None
+        self.ranges: dict[str, tuple[float, float]] | None = None
+        self.key: calib_cache.CacheKey | None = None
+        self.found: calib_cache.Lookup | None = None
+        self.calibration_s = 0.0
+        self.passes = 0          # calibration passes this session ran (0 on a cache hit, else 1)
+
+    def note(self, msg: str) -> None:
+        self.notes.append(msg)
+        self.log(f"note: {msg}")
+
+    def __enter__(self) -> "RangeSession":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    @property
+    def tmp(self) -> Path:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="attnvgg-calib-")
+        return Path(self._tmp.name)
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.found is not None and self.found.ranges is not None
+
+    def collect(self, protected: set[str]) -> dict[str, tuple[float, float]]:
+        """Ranges of every tensor a node outside ``protected`` may quantize: from the cache, else one pass."""
+        global CALIBRATION_PASSES
+        import onnxruntime
+
+        spec, src = self.spec, self.src
+        op_types = _op_types()
+        wanted = _tensors_to_calibrate(self.model, op_types, protected)
+        settings: dict[str, Any] = {"num_images": self.n_images}
+        if spec.method != "minmax":
+            settings.update(batch_size=self.batch, num_bins=spec.num_bins)
+        if spec.method == "percentile":
+            settings["percentile"] = spec.percentile
+        self.key = key = calib_cache.CacheKey(
+            model_path=str(src.resolve()), model_hash=onnx_hash(src), data_hash=self.dataset.content_hash(),
+            method=spec.method, settings=settings, tensors_hash=sha256_json(sorted(wanted)),
+            onnxruntime=onnxruntime.__version__)
+        cache_dir = Path(spec.cache_dir).expanduser() if spec.cache_dir else calib_cache.default_cache_dir()
+        self.found = found = calib_cache.lookup(cache_dir, key) if spec.cache else None
+        if found and found.note:
+            self.note(found.note)
+        self.work_src = _stage_source(src, self.model, self.tmp)
+        self.model = None  # ORT loads its own copies; the source graph is reloaded for the policy step
+        gc.collect()
+        if found is not None and found.ranges is not None:
+            self.ranges = found.ranges
+            self.log(f"calibration cache hit: {found.path}")
+            return self.ranges
+        t0 = time.perf_counter()
+        batches = checked_batches(self.dataset, self.shape, self.batch, self.n_images)
+        if self.progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, total=-(-self.n_images // self.batch), desc=f"calibrate ({spec.method})",
+                           unit="batch", file=sys.stderr, leave=False)
+        try:
+            with _quiet_ort_logging():
+                ranges = _collect_ranges(self.work_src, spec, self.shape, batches, wanted, op_types, self.tmp)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise StageError(f"calibration failed in ONNX Runtime ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                             "check the model runs with attnvgg validate") from exc
+        self.calibration_s = time.perf_counter() - t0
+        CALIBRATION_PASSES += 1
+        self.passes += 1
+        if spec.cache:
+            calib_cache.store(cache_dir / key.slot(), key, ranges, self.calibration_s, self.dataset.describe())
+        self.ranges = ranges
+        return ranges
+
+    def build(self, plan: ExclusionPlan, check: bool = True) -> tuple[Any, int, list[dict]]:
+        """(Q/DQ model, inputs rewired to float, quantized nodes) for one exclusion plan, from the ranges.
+
+        The policy (``plan`` in float, verified on the written graph) is always enforced; ``check``
+        adds onnx.checker's full check, which the search skips for candidates it only evaluates.
+        """
+        import onnx
+
+        if self.ranges is None or self.work_src is None:
+            raise RuntimeError("RangeSession.collect() must run before build()")
+        quantized_model = _quantize(self.work_src, self.tmp, self.ranges, self.spec, plan.names)
+        if plan.names:
+            source = onnx.load(str(self.work_src))
+            rewired = detach_from_qdq(quantized_model, plan.names, source)
+            del source
+        else:
+            rewired = 0
+        toposort(quantized_model)
+        idx = GraphIndex.build(quantized_model, infer_types=True)
+        violations = policy_violations(quantized_model, plan.names, idx)
+        if violations:
+            raise StageError(f"exclusion policy {plan.preset!r} violated: {violations[0]}"
+                             + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
+                             "report this with the model; try --exclude-preset none to see the raw quantization")
+        qnodes = quantized_nodes(quantized_model, idx)
+        if check:
+            try:
+                onnx.checker.check_model(quantized_model, full_check=True)
+            except Exception as exc:
+                raise StageError(f"the quantized model fails onnx.checker ({str(exc).splitlines()[0][:200]})",
+                                 "report this with the model") from exc
+        return quantized_model, rewired, qnodes
+
+    def write(self, quantized_model: Any, plan: ExclusionPlan, rewired: int, qnodes: list[dict], out: Path,
+              extra_sidecar: dict | None = None) -> CalibrationResult:
+        """Save the model atomically, check it against fp32 on calibration images, write its sidecar."""
+        import onnx
+        import onnxruntime
+
+        spec, src, key = self.spec, self.src, self.key
+        sidecar = sidecar_path(out)
+        with atomic_path(out) as tmp_out:
+            onnx.save(quantized_model, str(tmp_out))
+            del quantized_model
+            parity = _quick_parity(src, tmp_out, self.dataset, self.shape, spec.check_samples, self.batch)
+            if sidecar.exists():
+                sidecar.unlink()  # never pair the new model with an old sidecar
+        total_s = time.perf_counter() - self.t_start
+        if parity and not parity.get("passed", True):
+            self.note(f"INT8 vs fp32 on {parity['samples']} calibration images: cosine {parity['cosine']:.4f}, "
+                      f"top-1 agreement {parity['top1_agreement']:.0%} (below the int8 tolerance; attnvgg validate gates this)")
+        found = self.found
+        result = CalibrationResult(
+            output=out, sidecar=sidecar, method=spec.method, flavour=spec.flavour, images=self.n_images,
+            batch_size=self.batch, cache_hit=self.cache_hit, cache_entry=str(found.path) if found is not None else None,
+            calibration_s=round(self.calibration_s, 3), total_s=round(total_s, 3),
+            excluded=[asdict(p) for p in plan.nodes], quantized=qnodes, notes=list(self.notes), parity=parity)
+        write_json(sidecar, {
+            "precision": "int8", "format": "qdq", "flavour": spec.flavour, "method": spec.method,
+            "source": str(src), "source_onnx_hash": key.model_hash, "onnx_hash": onnx_hash(out),
+            "data": self.dataset.describe(), "data_hash": key.data_hash, "images": self.n_images,
+            "batch_size": self.batch,
+            "activation_type": "int8" if spec.flavour == "tensorrt" else "uint8", "weight_type": "int8",
+            "symmetric_activations": spec.flavour == "tensorrt", "per_channel": spec.per_channel,
+            "exclusion": {**plan.to_dict(), "rewired_inputs": rewired},
+            "quantized_nodes": qnodes, "quantized_by_op": _count(qnodes),
+            "calibration_s": result.calibration_s, "total_s": result.total_s,
+            "cache": {"hit": result.cache_hit, "entry": result.cache_entry},
+            "parity_vs_fp32": parity, "notes": list(self.notes), "onnxruntime": onnxruntime.__version__,
+            **(extra_sidecar or {}),
+        })
+        return result
+
+
 def calibrate(
     model_path: str | Path,
     dataset: Dataset,
@@ -229,137 +432,17 @@ def calibrate(
     progress: bool = True,
 ) -> CalibrationResult:
     """Write an INT8 Q/DQ model of ``model_path`` to ``out`` and its sidecar ``out.json``."""
-    global CALIBRATION_PASSES
     spec = spec or CalibrateSpec()
     _validate(spec)
-    t_start = time.perf_counter()
-    src = Path(model_path)
     out = Path(out)
-    if out.suffix != ".onnx":
-        raise InputError(f"output {out} must end in .onnx", "e.g. --out model.int8.onnx")
-    if src.exists() and out.resolve() == src.resolve():
-        raise InputError(f"--out {out} would overwrite the source model", "choose another output path")
-    model = _load_source(src)
-    require("onnxruntime", 'pip install "attnvgg[cpu]"')
-    onnx = require("onnx", "pip install onnx")
-    notes: list[str] = []
-
-    def note(msg: str) -> None:
-        notes.append(msg)
-        log(f"note: {msg}")
-
-    shape = model_input(model)
-    try:
-        available = len(dataset)
-    except TypeError as exc:  # pragma: no cover - every Dataset has a length
-        raise InputError("the calibration set has no length", "pass a Dataset from attnvgg.data") from exc
-    adjustments: list[str] = []
-    n_images, batch = _plan_batches(shape, available, spec, adjustments)
-    for msg in adjustments:
-        note(msg)
-
-    if any(not n.name for n in model.graph.node):
-        ensure_node_names(model)
-    plan = plan_exclusions(model, spec.exclude_preset, spec.exclude)
-    if spec.exclude_preset != "none" and plan.attention_sites == 0:
-        note("no attention block (MatMul-Softmax-MatMul) found; nothing kept in float by the preset")
-    protected = set(plan.names)
-    op_types = _op_types()
-    wanted = _tensors_to_calibrate(model, op_types, protected)
-
-    import onnxruntime
-
-    settings: dict[str, Any] = {"num_images": n_images}
-    if spec.method != "minmax":
-        settings.update(batch_size=batch, num_bins=spec.num_bins)
-    if spec.method == "percentile":
-        settings["percentile"] = spec.percentile
-    key = calib_cache.CacheKey(
-        model_path=str(src.resolve()), model_hash=onnx_hash(src), data_hash=dataset.content_hash(),
-        method=spec.method, settings=settings, tensors_hash=sha256_json(sorted(wanted)),
-        onnxruntime=onnxruntime.__version__)
-    cache_dir = Path(spec.cache_dir).expanduser() if spec.cache_dir else calib_cache.default_cache_dir()
-    found = calib_cache.lookup(cache_dir, key) if spec.cache else None
-    if found and found.note:
-        note(found.note)
-
-    calibration_s = 0.0
-    with tempfile.TemporaryDirectory(prefix="attnvgg-calib-") as tmp_name:
-        tmp = Path(tmp_name)
-        work_src = _stage_source(src, model, tmp)
-        del model  # ORT loads its own copies; the source graph is reloaded for the policy step
-        gc.collect()
-        if found is not None and found.ranges is not None:
-            ranges = found.ranges
-            log(f"calibration cache hit: {found.path}")
-        else:
-            t0 = time.perf_counter()
-            batches = checked_batches(dataset, shape, batch, n_images)
-            if progress:
-                from tqdm import tqdm
-
-                batches = tqdm(batches, total=-(-n_images // batch), desc=f"calibrate ({spec.method})",
-                               unit="batch", file=sys.stderr, leave=False)
-            try:
-                with _quiet_ort_logging():
-                    ranges = _collect_ranges(work_src, spec, shape, batches, wanted, op_types, tmp)
-            except InputError:
-                raise
-            except Exception as exc:
-                raise StageError(f"calibration failed in ONNX Runtime ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
-                                 "check the model runs with attnvgg validate") from exc
-            calibration_s = time.perf_counter() - t0
-            CALIBRATION_PASSES += 1
-            if spec.cache:
-                calib_cache.store(cache_dir / key.slot(), key, ranges, calibration_s, dataset.describe())
-        quantized_model = _quantize(work_src, tmp, ranges, spec, plan.names)
-        source = onnx.load(str(work_src))
-        rewired = detach_from_qdq(quantized_model, plan.names, source) if plan.names else 0
-        del source
-        toposort(quantized_model)
-        idx = GraphIndex.build(quantized_model, infer_types=True)
-        violations = policy_violations(quantized_model, plan.names, idx)
-        if violations:
-            raise StageError(f"exclusion policy {spec.exclude_preset!r} violated: {violations[0]}"
-                             + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
-                             "report this with the model; try --exclude-preset none to see the raw quantization")
-        qnodes = quantized_nodes(quantized_model, idx)
-        try:
-            onnx.checker.check_model(quantized_model, full_check=True)
-        except Exception as exc:
-            raise StageError(f"the quantized model fails onnx.checker ({str(exc).splitlines()[0][:200]})",
-                             "report this with the model") from exc
-        sidecar = sidecar_path(out)
-        with atomic_path(out) as tmp_out:
-            onnx.save(quantized_model, str(tmp_out))
-            del quantized_model
-            parity = _quick_parity(src, tmp_out, dataset, shape, spec.check_samples, batch)
-            if sidecar.exists():
-                sidecar.unlink()  # never pair the new model with an old sidecar
-    total_s = time.perf_counter() - t_start
-    if parity and not parity.get("passed", True):
-        note(f"INT8 vs fp32 on {parity['samples']} calibration images: cosine {parity['cosine']:.4f}, "
-             f"top-1 agreement {parity['top1_agreement']:.0%} (below the int8 tolerance; attnvgg validate gates this)")
-    result = CalibrationResult(
-        output=out, sidecar=sidecar, method=spec.method, flavour=spec.flavour, images=n_images, batch_size=batch,
-        cache_hit=found is not None and found.ranges is not None,
-        cache_entry=str(found.path) if found is not None else None,
-        calibration_s=round(calibration_s, 3), total_s=round(total_s, 3),
-        excluded=[asdict(p) for p in plan.nodes], quantized=qnodes, notes=notes, parity=parity)
-    write_json(sidecar, {
-        "precision": "int8", "format": "qdq", "flavour": spec.flavour, "method": spec.method,
-        "source": str(src), "source_onnx_hash": key.model_hash, "onnx_hash": onnx_hash(out),
-        "data": dataset.describe(), "data_hash": key.data_hash, "images": n_images, "batch_size": batch,
-        "activation_type": "int8" if spec.flavour == "tensorrt" else "uint8", "weight_type": "int8",
-        "symmetric_activations": spec.flavour == "tensorrt", "per_channel": spec.per_channel,
-        "exclusion": {**plan.to_dict(), "rewired_inputs": rewired},
-        "quantized_nodes": qnodes, "quantized_by_op": _count(qnodes),
-        "calibration_s": result.calibration_s, "total_s": result.total_s,
-        "cache": {"hit": result.cache_hit, "entry": result.cache_entry},
-        "parity_vs_fp32": parity, "notes": notes, "onnxruntime": onnxruntime.__version__,
-    })
-    return result
+    _check_out(Path(model_path), out)
+    with RangeSession(model_path, dataset, spec, log, progress) as session:
+        plan = plan_exclusions(session.model, spec.exclude_preset, spec.exclude)
+        if spec.exclude_preset != "none" and plan.attention_sites == 0:
+            session.note("no attention block (MatMul-Softmax-MatMul) found; nothing kept in float by the preset")
+        session.collect(set(plan.names))
+        quantized_model, rewired, qnodes = session.build(plan)
+        return session.write(quantized_model, plan, rewired, qnodes, out)
 
 
 def _count(nodes: list[dict]) -> dict[str, int]:
