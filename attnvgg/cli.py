@@ -372,10 +372,17 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
 @click.option("--num-bins", type=int, default=None, help="Histogram bins for entropy/percentile.")
 @click.option("--cache-dir", default=None, help="Calibration cache folder (default $ATTNVGG_CACHE_DIR/calib or ~/.cache/attnvgg/calib).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the calibration cache.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config ([calibrate], [preprocess]).")
+@click.option("--max-drop", type=float, default=None,
+              help="Top-1 budget in points vs fp32: search the fewest layer groups to keep in float that meet it.")
+@click.option("--val-data", default=None, help="With --max-drop: labelled data the drop is measured on (default builtin:val).")
+@click.option("--val-limit", type=int, default=None, help="With --max-drop: measure on the first N validation images.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config ([calibrate], [mixed], [preprocess]).")
 @handle_errors
 def calibrate(model: str, data: str | None, out: str | None, config_path: str | None, **kw: Any) -> None:
-    """Write an INT8 Q/DQ variant of MODEL.onnx calibrated on images (ONNX Runtime quantizer)."""
+    """Write an INT8 Q/DQ variant of MODEL.onnx calibrated on images (ONNX Runtime quantizer).
+
+    With --max-drop, the layers kept in float are chosen to meet a top-1 budget (see --val-data).
+    """
     cfg = load_cfg(config_path)
     spec = cfg.calibrate
     for key in ("method", "flavour", "exclude_preset", "batch_size", "num_images", "percentile", "num_bins", "cache_dir"):
@@ -389,6 +396,8 @@ def calibrate(model: str, data: str | None, out: str | None, config_path: str | 
         spec.cache = False
     if data:
         spec.data = data
+    if _mixed_options(cfg, kw):
+        return _calibrate_mixed(model, out, cfg)
     dataset = _open_data(spec.data, cfg, _onnx_input_hw(model))
     from attnvgg.calibration.int8 import calibrate as run_calibration
 
@@ -468,6 +477,44 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
            f"mean cosine {result.reference.mean_cosine:.6f}" if result.reference else "")
     click.echo(f"{acc} on {result.images} images{ref} -> {out}")
     check_budget(result, spec.max_top1_drop)
+
+
+def _mixed_options(cfg: Any, kw: dict) -> bool:
+    """Apply --max-drop/--val-data/--val-limit to cfg.mixed; True when a budget search is asked for."""
+    from attnvgg.errors import InputError
+
+    mixed = cfg.mixed
+    for key in ("max_drop", "val_data", "val_limit"):
+        if kw.get(key) is not None:
+            setattr(mixed, key, kw[key])
+    if mixed.max_drop is None:
+        given = [f"--{k.replace('_', '-')}" for k in ("val_data", "val_limit") if kw.get(k) is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} only apply to the accuracy search", "add --max-drop POINTS")
+        return False
+    if kw.get("exclude_preset") is not None:
+        raise InputError("--exclude-preset and --max-drop both given: the search decides what stays in float",
+                         "drop --exclude-preset (use --exclude NODE to force a node into float)")
+    return True
+
+
+def _calibrate_mixed(model: str, out: str | None, cfg: Any) -> None:
+    from attnvgg.calibration.mixed import calibrate_mixed, check_mixed
+
+    spec = cfg.calibrate
+    check_mixed(cfg.mixed)          # bad budgets fail before any data is read
+    hw = _onnx_input_hw(model)
+    calib = _open_data(spec.data, cfg, hw)
+    val = _open_data(cfg.mixed.val_data, cfg, hw)
+
+    r = calibrate_mixed(model, calib, val, out or _default_out(model, ".int8.onnx"), spec, cfg.mixed)
+    s = r.search
+    kept = ", ".join(r.float_groups) or "none"
+    passes = f"{r.calibration_passes} calibration pass" + ("" if r.calibration_passes == 1 else "es")
+    click.echo(f"wrote {r.output} (int8 {spec.flavour}, mixed precision: {len(r.float_groups)} of {len(r.candidates)} "
+               f"groups in float [{kept}]; top-1 drop {s.final.drop:.2f} <= {s.max_drop:g} points on {r.val_images} "
+               f"images; {passes}{' (cache hit)' if r.cache_hit else ''}, {r.evaluations} evaluations, "
+               f"{r.seconds:.1f} s) -> {r.report}")
 
 
 # -------------------------------------------------------------------------- run / config

@@ -189,6 +189,20 @@ class RunSpec:
 
 
 @dataclass
+class MixedSpec:
+    """``attnvgg calibrate --max-drop``: keep the fewest layer groups in float that meet a top-1 budget.
+
+    The drop is in top-1 percentage points against the fp32 model on the validation subset
+    (top-1 disagreement with fp32 when the set has no labels). ``None``: no search.
+    """
+
+    max_drop: Optional[float] = None        # e.g. 0.5 = half a top-1 point
+    val_data: str = "builtin:val"           # labelled data the drop is measured on
+    val_limit: Optional[int] = None         # the first N validation images (None = all)
+    val_batch_size: int = 16
+
+
+@dataclass
 class Config:
     model: ModelSpec = field(default_factory=ModelSpec)
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
@@ -200,6 +214,7 @@ class Config:
     fp16: Fp16Spec = field(default_factory=Fp16Spec)
     calibrate: CalibrateSpec = field(default_factory=CalibrateSpec)
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
+    mixed: MixedSpec = field(default_factory=MixedSpec)
 
 
 # ---------------------------------------------------------------------------- load / save

@@ -1,0 +1,289 @@
+"""Accuracy-aware mixed precision on a tiny trained model: groups, budgets, one calibration, CLI.
+
+The fixture trains a small attention CNN (conv, global attention, SE gate, two FC layers) for a
+few seconds on synthetic 32x32 images, then scales its attention gamma so that 8-bit attention
+visibly costs top-1. Validation labels are the fp32 model's own predictions, so every flip
+counts as a drop, on images the fp32 model classifies with a clear margin, so INT8 convolutions
+alone flip none: the attention path is what a budget of 0 must keep in float, and a budget of 5
+points can leave everything INT8.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import attnvgg.calibration.int8 as int8
+from attnvgg.calibration.groups import layer_groups
+from attnvgg.calibration.mixed import calibrate_mixed, mixed_report_path
+from attnvgg.config import CalibrateSpec, EvaluateSpec, MixedSpec
+from attnvgg.errors import CheckFailed, InputError
+from tests.calibration.conftest import ArrayDataset
+from tests.conftest import error_line, run_cli
+
+
+def _images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ten classes: a coloured patch at a class-specific place, in unit Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+    for i, k in enumerate(y):
+        cy, cx = (k // 5) * 16 + 2 + rng.integers(0, 8), (k % 5) * 6 + rng.integers(0, 3)
+        x[i, k % 3, cy:cy + 6, cx:cx + 5] += 1.5
+        x[i, (k + 1) % 3, cy:cy + 6, cx:cx + 5] -= 1.0 * (k >= 5)
+    return x, y.astype(np.int64)
+
+
+def _net():
+    import torch
+    from torch import nn
+
+    from attnvgg.models.attention import GlobalAttention, SEBlock
+
+    att = GlobalAttention(16)
+    with torch.no_grad():
+        att.gamma.fill_(1.0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), att, nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), SEBlock(32), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def _train(steps: int = 60):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    x, y = _images(1024, 0)
+    model = _net()
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        i = torch.randint(0, len(X), (32,), generator=g)
+        loss = nn.functional.cross_entropy(model(X[i]), Y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@dataclass
+class Trained:
+    model: Path              # fp32 ONNX
+    outlier: Path            # same function, one activation channel scaled by 1000: INT8 convs wreck it
+    calib: ArrayDataset
+    val: ArrayDataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Trained:
+    import torch
+
+    from attnvgg.config import ExportSpec, ModelSpec
+    from attnvgg.export.onnx import export_onnx
+
+    root = tmp_path_factory.mktemp("mixed")
+    model = _train()
+    with torch.no_grad():
+        model[5].gamma.fill_(2.5)
+    xv, _ = _images(512, 1)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(xv)).numpy()
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    margin = (top2[:, 1] - top2[:, 0]) / np.linalg.norm(logits, axis=1)
+    keep = np.nonzero(margin > 0.05)[0][:160]
+    val = ArrayDataset(xv[keep], logits[keep].argmax(1), name="val")
+    spec = ModelSpec(input_size=32, num_classes=10)
+    path = export_onnx(spec, ExportSpec(batch_max=64), root / "small.onnx", model=model).path
+    # ReLU and MaxPool commute with a positive scale: fp32 is unchanged, the INT8 range is not.
+    with torch.no_grad():
+        model[0].weight[0] *= 1000
+        model[0].bias[0] *= 1000
+        model[3].weight[:, 0] /= 1000
+        assert (model(torch.from_numpy(val.x)).argmax(1).numpy() == val.y).all()
+    outlier = export_onnx(spec, ExportSpec(batch_max=64), root / "outlier.onnx", model=model).path
+    return Trained(path, outlier, ArrayDataset(_images(32, 2)[0], name="calib"), val)
+
+
+def _spec(cache: Path | None, **kw) -> CalibrateSpec:
+    return CalibrateSpec(batch_size=16, cache=cache is not None, cache_dir=str(cache) if cache else None, **kw)
+
+
+def _search(t: Trained, out: Path, budget: float, cache: Path | None = None, model: Path | None = None):
+    return calibrate_mixed(model or t.model, t.calib, t.val, out, _spec(cache), MixedSpec(max_drop=budget),
+                           log=lambda _m: None, progress=False)
+
+
+def _drop(model: Path, reference: Path, val: ArrayDataset) -> float:
+    """Top-1 points lost, measured from scratch with the evaluate stage on both files."""
+    from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
+    from attnvgg.validate.accuracy import evaluate
+
+    with OnnxRuntimeRunner(reference) as r:
+        ref = evaluate(r, val, EvaluateSpec(batch_size=32), progress=False).top1
+    with OnnxRuntimeRunner(model) as r:
+        got = evaluate(r, val, EvaluateSpec(batch_size=32), progress=False).top1
+    return 100 * (ref - got)
+
+
+# ------------------------------------------------------------------------------ groups
+
+def test_groups_follow_tensorrt_fusion(tiny_mixed):
+    m = onnx.load(str(tiny_mixed))
+    groups = layer_groups(m)
+    names = [n for g in groups for n in g.nodes]
+    assert len(names) == len(set(names)) == len([n for n in m.graph.node if n.op_type != "Constant"])
+    kinds = {g.kind for g in groups}
+    assert kinds == {"conv", "attention", "gate", "fc", "other"}
+    convs = [g for g in groups if g.kind == "conv" and g.id.startswith("conv:features.")]
+    assert all(g.ops[0] == "Conv" for g in convs)
+    assert any(g.ops == ["Conv", "Relu", "MaxPool"] for g in convs) and any(g.ops == ["Conv", "Relu"] for g in convs)
+    fcs = [g for g in groups if g.kind == "fc"]
+    assert [g.ops for g in fcs] == [["Gemm", "Relu"], ["Gemm", "Relu"], ["Gemm"]]
+    (att,) = [g for g in groups if g.kind == "attention"]
+    assert att.ops.count("MatMul") == 2 and "Softmax" in att.ops and att.ops[-1] == "Add"   # + residual
+    se, cbam = [g for g in groups if g.kind == "gate"]
+    assert se.ops.count("Sigmoid") == 1 and "Gemm" in se.ops
+    assert cbam.ops.count("Sigmoid") == 2 and cbam.ops.count("Mul") == 2   # channel + spatial gate, one group
+
+
+# ------------------------------------------------------------------------------ search
+
+@pytest.fixture(scope="module")
+def runs(trained, tmp_path_factory) -> dict:
+    """Budget 0 (fresh cache), budget 0 again (cache hit), budget 5 (no cache): each pass counted."""
+    root = tmp_path_factory.mktemp("runs")
+    cache = root / "cache"
+    out = {}
+    for key, budget, c in (("b0", 0.0, cache), ("b0_again", 0.0, cache), ("b5", 5.0, None)):
+        before = int8.CALIBRATION_PASSES
+        r = _search(trained, root / f"{key}.int8.onnx", budget, c)
+        out[key] = (r, int8.CALIBRATION_PASSES - before)
+    return out
+
+
+def test_one_calibration_pass_per_search_none_on_a_cache_hit(runs):
+    (b0, p0), (again, p1), (b5, p5) = runs["b0"], runs["b0_again"], runs["b5"]
+    assert p0 == 1 and b0.calibration_passes == 1 and not b0.cache_hit
+    assert p1 == 0 and again.calibration_passes == 0 and again.cache_hit
+    assert p5 == 1 and b5.calibration_passes == 1
+    assert b0.evaluations >= 3                       # all INT8, last resort, sensitivities
+
+
+def test_ranking_is_deterministic(runs):
+    (a, _), (b, _), (c, _) = runs["b0"], runs["b0_again"], runs["b5"]
+    assert a.search.ranking and a.search.ranking == b.search.ranking
+    assert a.float_groups == b.float_groups and a.search.steps == b.search.steps
+    assert a.search.all_int8 == c.search.all_int8    # recalibrated from scratch: same ranges, same model
+
+
+def test_zero_budget_keeps_more_groups_in_float_than_five(runs):
+    b0, b5 = runs["b0"][0], runs["b5"][0]
+    assert len(b0.float_groups) >= len(b5.float_groups)
+    assert len(b0.float_groups) > len(b5.float_groups)                 # on this fixture
+    assert "attention:node_softmax" in b0.float_groups
+    assert b0.search.all_int8.drop > 0 and b0.search.final.drop == 0
+    assert b5.search.final.drop <= 5
+
+
+@pytest.mark.parametrize("key, budget", [("b0", 0.0), ("b5", 5.0)])
+def test_written_model_meets_its_budget_when_reevaluated(runs, trained, key, budget):
+    from attnvgg.calibration.graph import GraphIndex
+    from attnvgg.calibration.policy import policy_violations, quantized_nodes
+
+    r = runs[key][0]
+    drop = _drop(r.output, trained.model, trained.val)
+    assert drop <= budget + 1e-9 and drop == pytest.approx(r.search.final.drop)
+    q = onnx.load(str(r.output))
+    idx = GraphIndex.build(q, infer_types=True)
+    assert policy_violations(q, r.float_nodes, idx) == []
+    quantized = {n["name"] for n in quantized_nodes(q, idx)}
+    convs = [n.name for n in onnx.load(str(trained.model)).graph.node if n.op_type == "Conv"]
+    assert set(convs) <= quantized                   # convolutions always run INT8
+    assert not set(r.float_nodes) & quantized
+
+
+def test_choice_is_explained_in_sidecar_and_report(runs):
+    r = runs["b0"][0]
+    side = json.loads(r.calibration.sidecar.read_text())
+    mp = side["mixed_precision"]
+    assert mp["met"] and mp["max_drop"] == 0 and mp["float_groups"] == r.float_groups
+    assert [s["group"] for s in mp["ranking"]] == [s.group for s in r.search.ranking]
+    assert mp["calibration_passes"] == 1 and mp["evaluations"] == r.evaluations
+    assert side["exclusion"]["preset"] == "mixed"
+    assert {p["name"] for p in side["exclusion"]["nodes"]} == set(r.float_nodes)
+    report = json.loads(mixed_report_path(r.output).read_text())
+    assert report["output"] == str(r.output) and report["drop"] == r.search.final.drop
+    assert len(report["steps"]) == r.evaluations and report["groups"]
+
+
+def test_unreachable_budget_fails_and_writes_no_model(trained, tmp_path):
+    out = tmp_path / "o.int8.onnx"
+    with pytest.raises(CheckFailed) as exc:
+        _search(trained, out, 5.0, model=trained.outlier)
+    msg = str(exc.value)
+    assert "\n" not in msg and "even with everything but the convolutions in float" in msg
+    assert not out.exists() and not (tmp_path / "o.int8.onnx.json").exists()
+    report = json.loads(mixed_report_path(out).read_text())
+    assert not report["met"] and report["output"] is None and report["last_resort_drop"] > 5
+    assert f"{report['last_resort_drop']:.2f}" in msg
+
+
+def test_unlabelled_validation_set_is_refused(trained, tmp_path):
+    with pytest.raises(InputError, match="no labels"):
+        calibrate_mixed(trained.model, trained.calib, ArrayDataset(trained.val.x), tmp_path / "o.onnx",
+                        _spec(None), MixedSpec(max_drop=1.0), log=lambda _m: None, progress=False)
+
+
+# --------------------------------------------------------------------------------- CLI
+
+@pytest.fixture()
+def cli_data(monkeypatch, trained):
+    from attnvgg import cli as cli_mod
+
+    sets = {"calib": trained.calib, "val": trained.val, "unlabelled": ArrayDataset(trained.val.x)}
+    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw: sets[name])
+    return sets
+
+
+def test_cli_max_drop_writes_model_and_report(trained, cli_data, tmp_path):
+    model = tmp_path / "m.onnx"
+    shutil.copy(trained.model, model)
+    res = run_cli(["calibrate", str(model), "--data", "calib", "--batch-size", "16", "--max-drop", "5",
+                   "--val-data", "val", "--val-limit", "100", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    assert "mixed precision" in res.output and "1 calibration pass" in res.output and "on 100 images" in res.output
+    assert (tmp_path / "m.int8.onnx").exists()
+    mp = json.loads((tmp_path / "m.int8.onnx.json").read_text())["mixed_precision"]
+    assert mp["val"]["images"] == 100 and mp["drop"] <= 5
+
+
+def test_cli_unreachable_budget_exits_1_with_one_line(trained, cli_data, tmp_path):
+    model = tmp_path / "m.onnx"
+    shutil.copy(trained.outlier, model)
+    res = run_cli(["calibrate", str(model), "--data", "calib", "--max-drop", "0.5", "--val-data", "val", "--no-cache"])
+    assert res.exit_code == 1
+    assert "budget" in error_line(res)
+    assert not (tmp_path / "m.int8.onnx").exists()
+
+
+@pytest.mark.parametrize("case", ["negative", "val_limit", "val_without_budget", "with_preset", "unlabelled"])
+def test_cli_bad_inputs(trained, cli_data, tmp_path, case):
+    args = ["calibrate", str(trained.model), "--data", "calib", "--out", str(tmp_path / "o.onnx"), "--no-cache"]
+    args += {"negative": ["--max-drop", "-1"],
+             "val_limit": ["--max-drop", "1", "--val-data", "val", "--val-limit", "0"],
+             "val_without_budget": ["--val-data", "val"],
+             "with_preset": ["--max-drop", "1", "--exclude-preset", "attention"],
+             "unlabelled": ["--max-drop", "1", "--val-data", "unlabelled"]}[case]
+    res = run_cli(args)
+    assert res.exit_code == 2, res.output
+    error_line(res)
+    assert not (tmp_path / "o.onnx").exists() and not (tmp_path / "o.onnx.json").exists()

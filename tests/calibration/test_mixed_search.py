@@ -1,0 +1,87 @@
+"""The mixed-precision search logic, driven by a fake evaluator (no model, milliseconds)."""
+
+from __future__ import annotations
+
+import pytest
+
+from attnvgg.calibration.mixed import Measurement, search
+from attnvgg.errors import InputError
+
+
+class Additive:
+    """Each INT8 group costs its drop and error; float groups cost nothing. Counts every call."""
+
+    def __init__(self, drops: dict[str, float], errors: dict[str, float] | None = None):
+        self.drops = drops
+        self.errors = errors or {g: d / 100 for g, d in drops.items()}
+        self.calls: list[frozenset] = []
+
+    def __call__(self, float_groups: frozenset) -> Measurement:
+        self.calls.append(float_groups)
+        int8 = [g for g in self.drops if g not in float_groups]
+        return Measurement(drop=sum(self.drops[g] for g in int8), error=sum(self.errors[g] for g in int8))
+
+
+GROUPS = ["fc:a", "attention:b", "gate:c", "other:d"]
+
+
+def test_all_int8_within_budget_stops_after_one_evaluation():
+    fake = Additive({"fc:a": 0.1, "attention:b": 0.2, "gate:c": 0.0, "other:d": 0.0})
+    r = search(GROUPS, fake, max_drop=0.5)
+    assert r.met and r.float_groups == [] and r.evaluations == 1 and fake.calls == [frozenset()]
+    assert r.ranking == [] and r.last_resort is None
+
+
+def test_most_sensitive_first_until_met():
+    fake = Additive({"fc:a": 0.3, "attention:b": 4.0, "gate:c": 1.0, "other:d": 0.05})
+    r = search(GROUPS, fake, max_drop=0.4)
+    assert [s.group for s in r.ranking] == ["attention:b", "gate:c", "fc:a", "other:d"]
+    assert r.ranking[0].recovered_drop == pytest.approx(4.0)
+    # 0.35 left after attention and gate are in float: stop there, fc and other stay INT8
+    assert r.met and r.float_groups == ["attention:b", "gate:c"]
+    assert r.final.drop == pytest.approx(0.35)
+    # all INT8, last resort, 4 sensitivities; {attention} was measured while ranking, {attention, gate} is new
+    assert r.evaluations == 2 + 4 + 1 == len(fake.calls) == len(set(fake.calls))
+    assert r.last_resort is not None and r.last_resort.drop == 0
+
+
+def test_smaller_budget_keeps_at_least_as_many_groups():
+    fake_drops = {"fc:a": 0.3, "attention:b": 4.0, "gate:c": 1.0, "other:d": 0.05}
+    kept = [len(search(GROUPS, Additive(fake_drops), max_drop=b).float_groups) for b in (5.0, 1.0, 0.4, 0.0)]
+    assert kept == sorted(kept) and kept[0] < kept[-1]
+
+
+def test_unreachable_budget_reports_the_last_resort_without_ranking():
+    def measure(float_groups: frozenset) -> Measurement:
+        return Measurement(drop=3.0 if float_groups else 9.0, error=0.1)
+
+    r = search(GROUPS, measure, max_drop=0.5)
+    assert not r.met and r.evaluations == 2 and r.ranking == []
+    assert r.all_int8.drop == 9.0 and r.last_resort.drop == 3.0 and r.final.drop == 3.0
+    assert [s["why"] for s in r.steps] == ["all INT8", "last resort, every group but the convolutions in float"]
+
+
+def test_no_candidates_means_all_int8_is_the_last_resort():
+    r = search([], lambda fg: Measurement(drop=2.0, error=0.1), max_drop=1.0)
+    assert not r.met and r.evaluations == 1 and r.final.drop == 2.0
+
+
+def test_ties_rank_in_graph_order_and_continuous_error_beats_coarse_top1():
+    # b and d tie on top-1 (coarse) but d recovers more logit error; a and c tie on both
+    drops = {"fc:a": 1.0, "attention:b": 1.0, "gate:c": 1.0, "other:d": 1.0}
+    errors = {"fc:a": 0.01, "attention:b": 0.02, "gate:c": 0.01, "other:d": 0.05}
+    r1 = search(GROUPS, Additive(drops, errors), max_drop=0.0)
+    r2 = search(GROUPS, Additive(drops, errors), max_drop=0.0)
+    assert [s.group for s in r1.ranking] == ["other:d", "attention:b", "fc:a", "gate:c"]
+    assert r1.ranking == r2.ranking
+
+
+def test_budget_equal_to_the_drop_is_met_despite_float_rounding():
+    r = search(["fc:a"], lambda fg: Measurement(drop=100 * (0.9 - 0.895), error=0.0), max_drop=0.5)
+    assert r.met
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_bad_budget_is_refused(bad):
+    with pytest.raises(InputError):
+        search(GROUPS, Additive({g: 1.0 for g in GROUPS}), max_drop=bad)
