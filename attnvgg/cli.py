@@ -372,13 +372,16 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
 @click.option("--num-bins", type=int, default=None, help="Histogram bins for entropy/percentile.")
 @click.option("--cache-dir", default=None, help="Calibration cache folder (default $ATTNVGG_CACHE_DIR/calib or ~/.cache/attnvgg/calib).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the calibration cache.")
+@click.option("--check-samples", type=int, default=None,
+              help="Compare this many calibration images with the fp32 model (default 0; attnvgg validate gates parity).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config ([calibrate], [preprocess]).")
 @handle_errors
 def calibrate(model: str, data: str | None, out: str | None, config_path: str | None, **kw: Any) -> None:
     """Write an INT8 Q/DQ variant of MODEL.onnx calibrated on images (ONNX Runtime quantizer)."""
     cfg = load_cfg(config_path)
     spec = cfg.calibrate
-    for key in ("method", "flavour", "exclude_preset", "batch_size", "num_images", "percentile", "num_bins", "cache_dir"):
+    for key in ("method", "flavour", "exclude_preset", "batch_size", "num_images", "percentile", "num_bins", "cache_dir",
+                "check_samples"):
         if kw.get(key) is not None:
             setattr(spec, key, kw[key])
     if kw["exclude"]:
@@ -394,8 +397,10 @@ def calibrate(model: str, data: str | None, out: str | None, config_path: str | 
 
     r = run_calibration(model, dataset, out or _default_out(model, ".int8.onnx"), spec)
     how = "cache hit" if r.cache_hit else f"calibrated in {r.calibration_s:.1f} s"
+    check = (f"; vs fp32 on {r.parity['samples']} images: cosine {r.parity['cosine']:.4f}, "
+             f"top-1 agreement {r.parity['top1_agreement']:.0%}" if r.parity else "")
     click.echo(f"wrote {r.output} (int8 {r.flavour}, {r.method}, {r.images} images, {how}; "
-               f"{len(r.quantized)} nodes quantized, {len(r.excluded)} kept in float)")
+               f"{len(r.quantized)} nodes quantized, {len(r.excluded)} kept in float{check})")
 
 
 @cli.command()
@@ -433,6 +438,9 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
         spec.data = data
     if reference and reference_logits:
         raise InputError("both --reference and --reference-logits were given", "pass only one")
+    if artifact is None and not (cfg.model.checkpoint or cfg.model.factory or config_path):
+        raise InputError("no model to evaluate: no ARTIFACT and no trained weights",
+                         "pass an .onnx/.engine file, or --checkpoint/--model/--config for the PyTorch model")
     runner = open_runner(artifact, provider=spec.provider, threads=spec.threads, model_spec=cfg.model)
     ref_runner = None
     if reference == "pytorch":

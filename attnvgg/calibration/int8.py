@@ -57,6 +57,7 @@ class CalibrationResult:
     quantized: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     parity: dict | None = None
+    timings: dict[str, float] = field(default_factory=dict)   # seconds per phase
 
 
 def _stderr(msg: str) -> None:
@@ -184,6 +185,10 @@ def _collect_ranges(path: Path, spec: CalibrateSpec, shape: InputShape, batches,
                      augmented_model_path=str(tmp / "augmented.onnx"), **kwargs)
     cal.augment_graph()
     cal.create_inference_session()
+    # The calibrator keeps the augmented ModelProto (all weights, 556 MB at full size) but only
+    # uses the session from here on; dropping it lowers the peak by that much.
+    cal.model = None
+    gc.collect()
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram collector prints per call
         for x in batches:
             cal.collect_data(OneBatch({shape.name: x}))
@@ -233,6 +238,13 @@ def calibrate(
     spec = spec or CalibrateSpec()
     _validate(spec)
     t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    last = [t_start]
+
+    def mark(phase: str) -> None:
+        now = time.perf_counter()
+        timings[phase] = round(timings.get(phase, 0.0) + now - last[0], 3)
+        last[0] = now
     src = Path(model_path)
     out = Path(out)
     if out.suffix != ".onnx":
@@ -274,12 +286,14 @@ def calibrate(
         settings.update(batch_size=batch, num_bins=spec.num_bins)
     if spec.method == "percentile":
         settings["percentile"] = spec.percentile
+    mark("load_and_plan")
     key = calib_cache.CacheKey(
         model_path=str(src.resolve()), model_hash=onnx_hash(src), data_hash=dataset.content_hash(),
         method=spec.method, settings=settings, tensors_hash=sha256_json(sorted(wanted)),
         onnxruntime=onnxruntime.__version__)
     cache_dir = Path(spec.cache_dir).expanduser() if spec.cache_dir else calib_cache.default_cache_dir()
     found = calib_cache.lookup(cache_dir, key) if spec.cache else None
+    mark("hash_and_cache_lookup")
     if found and found.note:
         note(found.note)
 
@@ -313,7 +327,9 @@ def calibrate(
             CALIBRATION_PASSES += 1
             if spec.cache:
                 calib_cache.store(cache_dir / key.slot(), key, ranges, calibration_s, dataset.describe())
+        mark("calibration")
         quantized_model = _quantize(work_src, tmp, ranges, spec, plan.names)
+        mark("quantize")
         source = onnx.load(str(work_src))
         rewired = detach_from_qdq(quantized_model, plan.names, source) if plan.names else 0
         del source
@@ -325,16 +341,20 @@ def calibrate(
                              + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
                              "report this with the model; try --exclude-preset none to see the raw quantization")
         qnodes = quantized_nodes(quantized_model, idx)
+        mark("policy")
         try:
             onnx.checker.check_model(quantized_model, full_check=True)
         except Exception as exc:
             raise StageError(f"the quantized model fails onnx.checker ({str(exc).splitlines()[0][:200]})",
                              "report this with the model") from exc
+        mark("checker")
         sidecar = sidecar_path(out)
         with atomic_path(out) as tmp_out:
             onnx.save(quantized_model, str(tmp_out))
             del quantized_model
+            mark("save")
             parity = _quick_parity(src, tmp_out, dataset, shape, spec.check_samples, batch)
+            mark("parity")
             if sidecar.exists():
                 sidecar.unlink()  # never pair the new model with an old sidecar
     total_s = time.perf_counter() - t_start
@@ -346,7 +366,7 @@ def calibrate(
         cache_hit=found is not None and found.ranges is not None,
         cache_entry=str(found.path) if found is not None else None,
         calibration_s=round(calibration_s, 3), total_s=round(total_s, 3),
-        excluded=[asdict(p) for p in plan.nodes], quantized=qnodes, notes=notes, parity=parity)
+        excluded=[asdict(p) for p in plan.nodes], quantized=qnodes, notes=notes, parity=parity, timings=timings)
     write_json(sidecar, {
         "precision": "int8", "format": "qdq", "flavour": spec.flavour, "method": spec.method,
         "source": str(src), "source_onnx_hash": key.model_hash, "onnx_hash": onnx_hash(out),
@@ -355,7 +375,7 @@ def calibrate(
         "symmetric_activations": spec.flavour == "tensorrt", "per_channel": spec.per_channel,
         "exclusion": {**plan.to_dict(), "rewired_inputs": rewired},
         "quantized_nodes": qnodes, "quantized_by_op": _count(qnodes),
-        "calibration_s": result.calibration_s, "total_s": result.total_s,
+        "calibration_s": result.calibration_s, "total_s": result.total_s, "timings_s": timings,
         "cache": {"hit": result.cache_hit, "entry": result.cache_entry},
         "parity_vs_fp32": parity, "notes": notes, "onnxruntime": onnxruntime.__version__,
     })

@@ -83,8 +83,8 @@ def test_gates_preset_keeps_sigmoid_and_mul_float_and_stays_accurate(tiny_mixed,
     assert len(gate_sites(model)) == 3           # SE gate, CBAM channel gate, CBAM spatial gate
     out = tmp_path / "q.onnx"
     # cpu flavour: ORT folds Relu into the uint8 Q; the float copy for the gate Mul must be re-inserted
-    r = calibrate(tiny_mixed, calib_data, out, _spec(tmp_path, exclude_preset="attention+gates", flavour="cpu"),
-                  progress=False)
+    spec = _spec(tmp_path, exclude_preset="attention+gates", flavour="cpu", check_samples=8)
+    r = calibrate(tiny_mixed, calib_data, out, spec, progress=False)
     q = onnx.load(str(out))
     gate_names = {e["name"] for e in r.excluded if e["reason"] == "gate"}
     gates = [n for n in q.graph.node if n.name in gate_names]

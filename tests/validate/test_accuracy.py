@@ -203,6 +203,8 @@ def test_cli_evaluate(models, data, tmp_path, monkeypatch):
     assert res.exit_code == 0 and "top-1 agreement 100.00%" in res.output
     res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(tmp_path / "missing.onnx")])
     assert res.exit_code == 2 and res.output.count("\n") == 1
+    res = CliRunner().invoke(cli_mod.cli, ["evaluate"])   # random weights would give a meaningless number
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "no model to evaluate" in res.output
     nan = _nan_model(tmp_path / "nan.onnx")
     monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw: _nan_data())
     res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(nan), "--batch-size", "4", "--out", str(tmp_path / "n.json")])
