@@ -30,9 +30,10 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from attnvgg.config import BenchSpec, ModelSpec
+from attnvgg.engines.machine import cpuinfo, machine_info
 from attnvgg.errors import AttnvggError, InputError, MissingDependency
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,116 +99,6 @@ def measure(step: Step, spec: BenchSpec) -> tuple[list[float], list[float] | Non
     return e2e, (compute or None), time.perf_counter() - t0
 
 
-# ----------------------------------------------------------------------------- machine
-
-def _cpuinfo() -> tuple[Optional[str], Optional[int]]:
-    """CPU model name and physical core count from /proc/cpuinfo (Linux), else (None, None)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None, None
-    model, cores, phys = None, set(), None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "model name" and model is None:
-            model = value
-        elif key == "physical id":
-            phys = value
-        elif key == "core id":
-            cores.add((phys, value))
-    return model, (len(cores) or None)
-
-
-def _version(dist: str) -> Optional[str]:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _nvidia_smi() -> Optional[dict]:
-    import shutil
-    import subprocess
-
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-    try:
-        out = subprocess.run([exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout.strip()
-    except Exception:  # noqa: BLE001 - a machine fact, never a reason to fail the bench
-        return None
-    if not out:
-        return None
-    name, _, driver = out.splitlines()[0].partition(",")
-    return {"name": name.strip(), "driver": driver.strip() or None}
-
-
-def _tensorrt_version() -> Optional[str]:
-    import importlib.util
-
-    try:
-        if importlib.util.find_spec("tensorrt") is None:
-            return None
-        import tensorrt
-
-        return str(getattr(tensorrt, "__version__", None))
-    except Exception:  # noqa: BLE001 - only if importable; never fail
-        return None
-
-
-def machine_info() -> dict:
-    """Where the figures were measured: CPU, cores, GPU and driver, library versions, date."""
-    import platform
-    import sys
-
-    from attnvgg import __version__
-
-    model, physical = _cpuinfo()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = None
-    gpu = None
-    torch_version = cuda_version = None
-    try:
-        import torch
-
-        torch_version = torch.__version__
-        cuda_version = torch.version.cuda
-        if torch.cuda.is_available():
-            dev = torch.cuda.current_device()
-            major, minor = torch.cuda.get_device_capability(dev)
-            gpu = {"name": torch.cuda.get_device_name(dev), "compute_capability": f"{major}.{minor}",
-                   "driver": None, "count": torch.cuda.device_count()}
-    except Exception:  # noqa: BLE001
-        pass
-    smi = _nvidia_smi()
-    if smi:
-        gpu = {**(gpu or {"name": smi["name"]}), "driver": smi["driver"]}
-    ort = None
-    try:
-        import onnxruntime
-
-        ort = {"version": onnxruntime.__version__, "providers": onnxruntime.get_available_providers()}
-    except Exception:  # noqa: BLE001
-        pass
-    return {
-        "cpu": {"model": model or platform.processor() or None, "logical_cores": os.cpu_count(),
-                "physical_cores": physical, "usable_cores": usable},
-        "gpu": gpu,
-        "versions": {"python": sys.version.split()[0], "attnvgg": __version__, "torch": torch_version,
-                     "cuda": cuda_version, "onnxruntime": ort["version"] if ort else None,
-                     "onnxruntime_providers": ort["providers"] if ort else None,
-                     "onnx": _version("onnx"), "numpy": _version("numpy"), "tensorrt": _tensorrt_version()},
-        "platform": platform.platform(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 # ----------------------------------------------------------------------------- one runner
 
 def _device_of(runner: "Runner") -> str:
@@ -246,7 +137,7 @@ def _set_threads(runner: "Runner", spec: BenchSpec) -> tuple[Optional[int], Opti
         if threads:
             return threads, "set", lambda: None
         # ONNX Runtime's default intra-op pool has one thread per physical core.
-        return _cpuinfo()[1] or os.cpu_count(), "default", lambda: None
+        return cpuinfo()[1] or os.cpu_count(), "default", lambda: None
     return None, None, lambda: None
 
 
@@ -334,7 +225,7 @@ def artifact_meta(path: Path) -> dict:
     """precision, flavour (int8) and size of an ONNX file or engine, from its sidecar chain.
 
     The sidecar's word wins (export, convert, calibrate and build write one); an ONNX file
-    without one has its precision read from the graph.
+    without one has its precision read from the graph; an engine without one stays None.
     """
     from attnvgg.artifacts import file_size
     from attnvgg.validate.reference import lineage
@@ -346,7 +237,7 @@ def artifact_meta(path: Path) -> dict:
 
         precision = detect_precision(load_onnx(path, load_external_data=False))
     flavour = next((str(s["flavour"]) for s in chain if s.get("flavour")), None) if precision == "int8" else None
-    return {"artifact": str(path), "precision": precision or "fp32", "flavour": flavour,
+    return {"artifact": str(path), "precision": precision, "flavour": flavour,
             "size_bytes": file_size(path)}
 
 
@@ -471,7 +362,7 @@ def format_table(result: dict) -> str:
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
         lat, comp = r["latency_ms"], r.get("compute_ms")
-        prec = r["precision"] + (f" ({r['flavour']})" if r.get("flavour") else "")
+        prec = (r["precision"] or "?") + (f" ({r['flavour']})" if r.get("flavour") else "")
         name = Path(r["artifact"]).name if r["artifact"] != PYTORCH else PYTORCH
         lines.append(f"{name[-28:]:<28} {r['runner']:<17} {prec:<13} {r['batch']:>5} {r['threads'] or '-':>4} "
                      f"{r['iterations']:>6} {lat['p50']:>9.3f} {lat['p90']:>9.3f} {lat['p99']:>9.3f} "
