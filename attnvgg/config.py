@@ -189,6 +189,28 @@ class RunSpec:
 
 
 @dataclass
+class BenchSpec:
+    """Latency bench settings (``attnvgg bench``; ``attnvgg.engines.bench``).
+
+    Each runner x batch is timed for at least ``iterations`` runs AND at least ``min_seconds``
+    (``iterations = 0``: by time only; ``min_seconds = 0``: by count only), after ``warmup``
+    untimed runs. ``threads`` sets ONNX Runtime's intra-op threads and torch.set_num_threads
+    for the PyTorch baseline (None: each library's default). ``providers`` picks the devices
+    for ONNX files and the PyTorch baseline ("cpu", "cuda"); engines always run on the GPU.
+    """
+
+    warmup: int = 5
+    iterations: int = 20
+    min_seconds: float = 1.0
+    batches: list[int] = field(default_factory=lambda: [1, 8])
+    threads: Optional[int] = None
+    cuda_graphs: bool = False               # PyTorch on CUDA and TensorRT: replay a captured CUDA graph
+    providers: list[str] = field(default_factory=lambda: ["cpu"])
+    pytorch_baseline: bool = True           # add the PyTorch eager fp32 row ("what users run today")
+    seed: int = 0                           # random inputs
+
+
+@dataclass
 class Config:
     model: ModelSpec = field(default_factory=ModelSpec)
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
@@ -200,6 +222,9 @@ class Config:
     fp16: Fp16Spec = field(default_factory=Fp16Spec)
     calibrate: CalibrateSpec = field(default_factory=CalibrateSpec)
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
+
+
+    bench: BenchSpec = field(default_factory=BenchSpec)
 
 
 # ---------------------------------------------------------------------------- load / save
