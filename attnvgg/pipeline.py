@@ -237,14 +237,15 @@ def build_steps(cfg: Config, paths: Paths, notes: dict) -> list[Step]:
     def report_fn() -> dict:
         from attnvgg.report import make_report
 
-        out = make_report([paths.results, paths.notes, *[paths.variant(v) for v in variants]], paths.report)
+        sidecars = [p.with_name(p.name + ".json") for p in [paths.variant(v) for v in variants]]
+        out = make_report([paths.results, paths.notes, *[p for p in sidecars if p.exists()]], paths.report)
         return {k: str(v) for k, v in out.items()}
 
     report_inputs = [s for s in steps if s.stage in ("validate", "evaluate", "bench", "calibrate", "fp16")]
     steps.append(Step("report", "report", report_fn,
                       inputs=[o for s in report_inputs for o in s.outputs] + [paths.notes],
-                      settings={}, outputs=[paths.report / "report.md", paths.report / "report.html",
-                                            paths.report / "report.json"]))
+                      settings={}, optional_inputs=True,
+                      outputs=[paths.report / "report.md", paths.report / "report.html", paths.report / "report.json"]))
     return steps
 
 
