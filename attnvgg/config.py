@@ -362,17 +362,21 @@ def _toml_loads(text: str) -> dict:
     return tomllib.loads(text)
 
 
-def load_config(path: str | Path | None = None, cls: type = Config) -> Any:
-    if path is None:
-        return cls()
+def read_toml(path: str | Path) -> dict:
+    """A TOML file as a dict, with one-line errors for a missing file or bad syntax."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"config file not found: {p}", "pass an existing .toml file")
     try:
-        data = _toml_loads(p.read_text())
+        return _toml_loads(p.read_text())
     except Exception as exc:
         raise InputError(f"config file {p} is not valid TOML: {exc}", "fix the syntax") from exc
-    return from_dict(cls, data)
+
+
+def load_config(path: str | Path | None = None, cls: type = Config) -> Any:
+    if path is None:
+        return cls()
+    return from_dict(cls, read_toml(path))
 
 
 def dumps_config(cfg: Any) -> str:

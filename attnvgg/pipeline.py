@@ -56,18 +56,11 @@ def preset_config(name: str) -> Config:
 
 def effective_config(preset: str = "default", config_path: str | None = None, overrides: list[str] = ()) -> Config:
     """defaults < preset < config file < --set overrides."""
-    from attnvgg.config import _toml_loads, parse_override
+    from attnvgg.config import parse_override, read_toml
 
     cfg = preset_config(preset)
     if config_path:
-        p = Path(config_path)
-        if not p.is_file():
-            raise InputError(f"config file not found: {p}", "pass an existing .toml file")
-        try:
-            data = _toml_loads(p.read_text())
-        except Exception as exc:
-            raise InputError(f"config file {p} is not valid TOML: {exc}", "fix the syntax") from exc
-        apply_dict(cfg, data)
+        apply_dict(cfg, read_toml(config_path))
     for text in overrides:
         apply_dict(cfg, parse_override(text))
     bad = [s for s in cfg.run.stages if s not in RUN_STAGES]
