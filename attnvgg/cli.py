@@ -476,3 +476,153 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
            f"mean cosine {result.reference.mean_cosine:.6f}" if result.reference else "")
     click.echo(f"{acc} on {result.images} images{ref} -> {out}")
     check_budget(result, spec.max_top1_drop)
+
+
+# -------------------------------------------------------------------------- run / config
+
+def _run_options(fn: Callable) -> Callable:
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                     help="TOML config holding any stage's options; layered over the preset."),
+        click.option("--preset", default="default", show_default=True,
+                     help="default (reduced model trained on the built-in data) or vgg16-224 (full size)."),
+        click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override one option, e.g. --set calibrate.method=entropy (repeatable; wins over the file)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@cli.command()
+@_run_options
+@click.option("--out", default=None, help="Run folder [default: runs/<preset>].")
+@click.option("--stages", default=None, help="Comma-separated stages to run: export,simplify,fp16,calibrate,validate,evaluate,build,bench,report.")
+@click.option("--force", is_flag=True, help="Rerun every selected stage even if its inputs and settings are unchanged.")
+@handle_errors
+def run(config_path, preset, overrides, out, stages, force):
+    """Run every stage in order and write the latency-vs-accuracy report.
+
+    With no arguments: the built-in default (a reduced VGG16 with attention trained on the
+    built-in synthetic data set). Stages whose inputs and settings have not changed are
+    skipped (content hashes in RUN/manifest.json); an interrupted run resumes.
+    Exit 1 if a parity check failed (the report is still written).
+    """
+    from attnvgg.errors import CheckFailed
+    from attnvgg.pipeline import effective_config, run_pipeline
+
+    cfg = effective_config(preset, config_path, overrides)
+    if out:
+        cfg.run.out = out
+    selected = None
+    if stages:
+        from attnvgg.config import RUN_STAGES
+        from attnvgg.errors import InputError
+
+        selected = [s.strip() for s in stages.split(",") if s.strip()]
+        bad = [s for s in selected if s not in RUN_STAGES]
+        if bad:
+            raise InputError(f"unknown stage(s) {', '.join(bad)}", f"stages are {', '.join(RUN_STAGES)}")
+    click.echo(f"attnvgg run: preset {preset}, run folder {cfg.run.out}")
+    summary = run_pipeline(cfg, selected, force=force, echo=lambda s: click.echo(s))
+    click.echo(f"done in {summary['seconds']:.1f} s; report: {summary['report']}")
+    if summary.get("failed"):
+        raise CheckFailed(f"{len(summary['failed'])} check(s) failed: {', '.join(summary['failed'])}",
+                          "see the report and the results/ folder of the run")
+
+
+@cli.command("config")
+@_run_options
+@click.option("--show", is_flag=True, help="Print the effective config (preset < file < --set) as TOML.")
+@click.option("--write", "write_path", type=click.Path(dir_okay=False), default=None, help="Write the effective config to this file.")
+@handle_errors
+def config_cmd(config_path, preset, overrides, show, write_path):
+    """Show or write the effective configuration: every option of every stage."""
+    from attnvgg.config import dumps_config, save_config
+    from attnvgg.pipeline import effective_config
+
+    cfg = effective_config(preset, config_path, overrides)
+    if write_path:
+        save_config(cfg, write_path)
+        click.echo(f"wrote {write_path}")
+    if show or not write_path:
+        click.echo(dumps_config(cfg), nl=False)
+
+
+# -------------------------------------------------------------------------- bench
+
+@cli.command("bench", epilog="""\b
+Each runner x batch: --warmup untimed runs, then at least --iterations
+runs AND at least --min-seconds; p50/p90/p99, mean, std, min in ms and
+images/s. On a GPU, compute and end-to-end (with copies) are reported apart.
+Exit codes: 0 done, 2 bad input, 4 a needed library is missing. A CUDA GPU
+or TensorRT that is absent skips those runners, with the reason.""")
+@click.argument("artifacts", nargs=-1)
+@click.option("--pytorch", is_flag=True,
+              help="Add the PyTorch eager fp32 baseline (model from the options, --config, or the first file's sidecar).")
+@model_options
+@click.option("--batches", default=None, help="Batch sizes, e.g. 1,8  [default: 1,8].")
+@click.option("--threads", type=int, default=None, help="CPU threads (ONNX Runtime intra-op, torch) [default: library default].")
+@click.option("--iterations", type=int, default=None, help="Timed runs at least [default: 20]; 0 = by time only.")
+@click.option("--min-seconds", type=float, default=None, help="Timed seconds at least [default: 1.0]; 0 = by count only.")
+@click.option("--warmup", type=int, default=None, help="Untimed runs first [default: 5].")
+@click.option("--provider", "providers", multiple=True, type=click.Choice(["cpu", "cuda"]),
+              help="Device(s) for ONNX files and the PyTorch baseline [default: cpu]; engines always use the GPU.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Replay CUDA graphs (PyTorch on CUDA, TensorRT).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the results JSON here.")
+@handle_errors
+def bench_cmd(artifacts: tuple[str, ...], pytorch: bool, batches: str | None, threads: int | None,
+              iterations: int | None, min_seconds: float | None, warmup: int | None, providers: tuple[str, ...],
+              cuda_graphs: bool | None, json_path: str | None, config_path: str | None, **kw: Any) -> None:
+    """Latency of ONNX files, TensorRT engines and the PyTorch baseline at each batch size."""
+    cfg = load_cfg(config_path)
+    overridden = any(v is not None for v in kw.values())
+    apply_model_options(cfg, kw)
+    b = cfg.bench
+    if batches is not None:
+        b.batches = _ints(batches, "--batches")
+    for key, value in (("threads", threads), ("iterations", iterations), ("min_seconds", min_seconds),
+                       ("warmup", warmup), ("cuda_graphs", cuda_graphs)):
+        if value is not None:
+            setattr(b, key, value)
+    if providers:
+        b.providers = list(providers)
+    items = list(artifacts)
+    model_spec = None
+    if pytorch:
+        items.insert(0, "pytorch")
+        if overridden or config_path:
+            model_spec = cfg.model
+        else:
+            from attnvgg.validate.reference import model_spec_for
+
+            model_spec = next((s for s in (model_spec_for(a) for a in artifacts if Path(a).is_file()) if s), None)
+    from attnvgg.engines.bench import bench_artifacts, format_table
+
+    result = bench_artifacts(items, b, model_spec, json_path)
+    click.echo(format_table(result))
+    if json_path:
+        click.echo(f"wrote {json_path}")
+
+
+# -------------------------------------------------------------------------- report
+
+@cli.command("report", epilog="""\b
+Reads result files only (bench, evaluate and validate JSON, artifact
+sidecars, the pipeline's notes with skipped stages); folders are searched
+recursively. Writes report.md, report.json, report.csv, report.png and a
+self-contained report.html. Exit codes: 0 written, 2 bad input (a missing
+path, no result files, a malformed JSON); nothing is written then.""")
+@click.argument("results", nargs=-1, required=True)
+@click.option("--out", "out_dir", default="report", show_default=True, help="Folder for the report files.")
+@click.option("--plot-batch", type=int, default=None,
+              help="Batch whose p50 latency is plotted [default: 1 if every rated row has it, else the largest common].")
+@handle_errors
+def report_cmd(results: tuple[str, ...], out_dir: str, plot_batch: int | None) -> None:
+    """Latency-vs-accuracy table (Markdown, CSV, JSON), Pareto plot and one HTML page."""
+    from attnvgg.report import make_report
+
+    paths = make_report([Path(r) for r in results], out_dir, plot_batch=plot_batch)
+    text = Path(paths["markdown"]).read_text()   # type: ignore[arg-type]
+    click.echo("\n".join(line for line in text.splitlines() if line.startswith("|")))
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values() if p is not None))

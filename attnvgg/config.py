@@ -174,6 +174,42 @@ class EvaluateSpec:
     max_top1_drop: Optional[float] = None   # fail (exit 1) if top-1 drops more than this vs the reference
 
 
+RUN_STAGES = ("export", "simplify", "fp16", "calibrate", "validate", "evaluate", "build", "bench", "report")
+RUN_VARIANTS = ("fp32", "fp16", "int8-tensorrt", "int8-cpu")
+
+
+@dataclass
+class RunSpec:
+    """``attnvgg run``: which stages and variants, and where the run folder is."""
+
+    out: str = "runs/default"
+    stages: list[str] = field(default_factory=lambda: list(RUN_STAGES))
+    variants: list[str] = field(default_factory=lambda: list(RUN_VARIANTS))
+    pytorch_baseline: bool = True           # PyTorch eager fp32 rows in accuracy and bench
+
+
+@dataclass
+class BenchSpec:
+    """Latency bench settings (``attnvgg bench``; ``attnvgg.engines.bench``).
+
+    Each runner x batch is timed for at least ``iterations`` runs AND at least ``min_seconds``
+    (``iterations = 0``: by time only; ``min_seconds = 0``: by count only), after ``warmup``
+    untimed runs. ``threads`` sets ONNX Runtime's intra-op threads and torch.set_num_threads
+    for the PyTorch baseline (None: each library's default). ``providers`` picks the devices
+    for ONNX files and the PyTorch baseline ("cpu", "cuda"); engines always run on the GPU.
+    """
+
+    warmup: int = 5
+    iterations: int = 20
+    min_seconds: float = 1.0
+    batches: list[int] = field(default_factory=lambda: [1, 8])
+    threads: Optional[int] = None
+    cuda_graphs: bool = False               # PyTorch on CUDA and TensorRT: replay a captured CUDA graph
+    providers: list[str] = field(default_factory=lambda: ["cpu"])
+    pytorch_baseline: bool = True           # add the PyTorch eager fp32 row ("what users run today")
+    seed: int = 0                           # random inputs
+
+
 @dataclass
 class Config:
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -181,10 +217,14 @@ class Config:
     export: ExportSpec = field(default_factory=ExportSpec)
     simplify: SimplifySpec = field(default_factory=SimplifySpec)
     validate: ValidateSpec = field(default_factory=ValidateSpec)
+    run: RunSpec = field(default_factory=RunSpec)
     build: BuildSpec = field(default_factory=BuildSpec)
     fp16: Fp16Spec = field(default_factory=Fp16Spec)
     calibrate: CalibrateSpec = field(default_factory=CalibrateSpec)
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
+
+
+    bench: BenchSpec = field(default_factory=BenchSpec)
 
 
 # ---------------------------------------------------------------------------- load / save
@@ -257,6 +297,50 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     return obj
 
 
+def apply_dict(obj: Any, data: dict, where: str = "") -> Any:
+    """Layer ``data`` over an existing dataclass (a preset): only the keys given change."""
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"config {where or 'top level'}: unknown key(s) {', '.join(unknown)}",
+                         f"valid keys are {', '.join(sorted(names))}")
+    for key, value in data.items():
+        here = f"{where}.{key}" if where else key
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            apply_dict(current, value, here)
+        elif key == "tolerances" and isinstance(value, dict):
+            for prec, tol in value.items():
+                if prec in current and isinstance(tol, dict):
+                    apply_dict(current[prec], tol, f"{here}.{prec}")
+                else:
+                    current[prec] = _check_type(tol, Tolerance, f"{here}.{prec}")
+        else:
+            setattr(obj, key, _check_type(value, hints[key], here))
+    return obj
+
+
+def parse_override(text: str) -> dict:
+    """``section.key=value`` (value in TOML syntax, bare words taken as strings) -> nested dict."""
+    if "=" not in text:
+        raise InputError(f"--set {text!r} is not of the form section.key=value", "e.g. --set bench.batches=[1,8]")
+    path, raw = text.split("=", 1)
+    keys = [k.strip() for k in path.split(".") if k.strip()]
+    if not keys:
+        raise InputError(f"--set {text!r} names no key", "e.g. --set calibrate.method=entropy")
+    try:
+        value = _toml_loads(f"v = {raw.strip()}")["v"]
+    except Exception:
+        value = raw.strip()
+    out: dict = {}
+    cur = out
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+    cur[keys[-1]] = value
+    return out
+
+
 def to_dict(obj: Any) -> dict:
     """Dataclass to a TOML-friendly dict (None values dropped: TOML has no null)."""
 
@@ -278,17 +362,21 @@ def _toml_loads(text: str) -> dict:
     return tomllib.loads(text)
 
 
-def load_config(path: str | Path | None = None, cls: type = Config) -> Any:
-    if path is None:
-        return cls()
+def read_toml(path: str | Path) -> dict:
+    """A TOML file as a dict, with one-line errors for a missing file or bad syntax."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"config file not found: {p}", "pass an existing .toml file")
     try:
-        data = _toml_loads(p.read_text())
+        return _toml_loads(p.read_text())
     except Exception as exc:
         raise InputError(f"config file {p} is not valid TOML: {exc}", "fix the syntax") from exc
-    return from_dict(cls, data)
+
+
+def load_config(path: str | Path | None = None, cls: type = Config) -> Any:
+    if path is None:
+        return cls()
+    return from_dict(cls, read_toml(path))
 
 
 def dumps_config(cfg: Any) -> str:

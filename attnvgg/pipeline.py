@@ -1,0 +1,345 @@
+"""``attnvgg run``: every stage in order, from one config, with stage caching.
+
+The pipeline is the last stage: it may import every other one. It builds a list of steps
+(``manifest.Step``), each a call to a stage function with its inputs, settings and outputs,
+and lets the manifest decide what is already done. Skipped stages (TensorRT absent, a stage
+not selected) are written to ``notes.json`` so the report says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from attnvgg.config import RUN_STAGES, RUN_VARIANTS, Config, apply_dict
+from attnvgg.errors import AttnvggError, InputError
+from attnvgg.manifest import Manifest, Step
+
+PRESETS = ("default", "vgg16-224")
+
+
+def preset_config(name: str) -> Config:
+    """The built-in configurations. ``default``: the reduced model trained on the built-in data
+    set (finishes in minutes on 2 cores); ``vgg16-224``: the full-size model at 224 px."""
+    cfg = Config()
+    if name == "default":
+        from attnvgg.data import builtin_model_config
+
+        model, pre = builtin_model_config()
+        cfg.model, cfg.preprocess = model, pre
+        apply_dict(cfg, {
+            "export": {"batch_max": 32},
+            "validate": {"batches": [1, 8], "samples": 16, "images": "builtin:val"},
+            "calibrate": {"data": "builtin:calib", "num_images": 256, "batch_size": 16},
+            "evaluate": {"data": "builtin:val", "batch_size": 50},
+            "run": {"out": "runs/default"},
+        })
+    elif name == "vgg16-224":
+        apply_dict(cfg, {
+            "model": {"gamma": 0.5, "num_classes": 1000, "input_size": 224, "width": 1.0},
+            "preprocess": {"resize": 224, "crop": 224},
+            "export": {"batch_max": 8},
+            "validate": {"batches": [1], "samples": 2},
+            "calibrate": {"data": "builtin:calib", "num_images": 64, "batch_size": 8},
+            "evaluate": {"data": "builtin:val", "batch_size": 8, "limit": 64},
+            "bench": {"batches": [1, 8], "warmup": 2, "iterations": 10, "min_seconds": 0.0},
+            "run": {"out": "runs/vgg16-224"},
+        })
+    else:
+        raise InputError(f"unknown preset {name!r}", f"use one of {', '.join(PRESETS)}")
+    return cfg
+
+
+def effective_config(preset: str = "default", config_path: str | None = None, overrides: list[str] = ()) -> Config:
+    """defaults < preset < config file < --set overrides."""
+    from attnvgg.config import parse_override, read_toml
+
+    cfg = preset_config(preset)
+    if config_path:
+        apply_dict(cfg, read_toml(config_path))
+    for text in overrides:
+        apply_dict(cfg, parse_override(text))
+    bad = [s for s in cfg.run.stages if s not in RUN_STAGES]
+    if bad:
+        raise InputError(f"unknown stage(s) {', '.join(bad)}", f"stages are {', '.join(RUN_STAGES)}")
+    bad = [v for v in cfg.run.variants if v not in RUN_VARIANTS]
+    if bad:
+        raise InputError(f"unknown variant(s) {', '.join(bad)}", f"variants are {', '.join(RUN_VARIANTS)}")
+    return cfg
+
+
+def _asdict(obj: Any) -> dict:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj or {})
+
+
+class Paths:
+    def __init__(self, root: Path):
+        self.root = root
+        self.onnx = root / "model.onnx"
+        self.sim = root / "model.sim.onnx"
+        self.fp16 = root / "model.fp16.onnx"
+        self.results = root / "results"
+        self.engines = root / "engines"
+        self.report = root / "report"
+        self.notes = root / "notes.json"
+
+    def variant(self, v: str) -> Path:
+        return {"fp32": self.sim, "fp16": self.fp16, "int8-tensorrt": self.root / "model.int8.onnx",
+                "int8-cpu": self.root / "model.int8-cpu.onnx"}[v]
+
+
+def build_steps(cfg: Config, paths: Paths, notes: dict) -> list[Step]:
+    m = cfg.model
+    steps: list[Step] = []
+    ckpt = [Path(m.checkpoint)] if m.checkpoint else []
+
+    def export_fn() -> dict:
+        from attnvgg.export.onnx import export_onnx
+
+        res = export_onnx(m, cfg.export, paths.onnx, preprocess=cfg.preprocess)
+        return {"seconds": round(res.seconds, 2), "nodes": res.summary["nodes"]}
+
+    steps.append(Step("export", "export", export_fn, inputs=ckpt,
+                      settings={"model": _asdict(m), "preprocess": _asdict(cfg.preprocess), "export": _asdict(cfg.export)},
+                      outputs=[paths.onnx]))
+
+    def simplify_fn() -> dict:
+        from attnvgg.export.simplify import simplify_onnx
+
+        return {"reason": simplify_onnx(paths.onnx, paths.sim, cfg.simplify).reason}
+
+    steps.append(Step("simplify", "simplify", simplify_fn, inputs=[paths.onnx],
+                      settings=_asdict(cfg.simplify), outputs=[paths.sim]))
+
+    variants = [v for v in cfg.run.variants]
+    if "fp16" in variants:
+        def fp16_fn() -> dict:
+            from attnvgg.export.fp16 import convert_fp16
+
+            r = convert_fp16(paths.sim, paths.fp16, cfg.fp16, tolerance=cfg.validate.tolerances["fp16"], log=_log)
+            return {"seconds": round(r.seconds, 2), "parity": r.parity}
+
+        steps.append(Step("fp16", "fp16", fp16_fn, inputs=[paths.sim],
+                          settings={"fp16": _asdict(cfg.fp16), "tol": _asdict(cfg.validate.tolerances["fp16"])},
+                          outputs=[paths.fp16]))
+    for v in ("int8-tensorrt", "int8-cpu"):
+        if v not in variants:
+            continue
+        spec = copy.deepcopy(cfg.calibrate)
+        spec.flavour = v.split("-", 1)[1]
+
+        def calib_fn(spec=spec, v=v) -> dict:
+            from attnvgg.calibration.int8 import calibrate
+            from attnvgg.data import open_dataset
+
+            ds = open_dataset(spec.data, cfg.preprocess)
+            r = calibrate(paths.sim, ds, paths.variant(v), spec, log=_log, progress=False)
+            return {"cache_hit": r.cache_hit, "calibration_s": round(r.calibration_s, 2), "images": r.images,
+                    "quantized": len(r.quantized), "excluded": len(r.excluded)}
+
+        steps.append(Step(f"calibrate:{v}", "calibrate", calib_fn, inputs=[paths.sim],
+                          settings=lambda spec=spec: {"calibrate": _asdict(spec), "preprocess": _asdict(cfg.preprocess),
+                                                      "data": _data_key(spec.data, cfg)},
+                          outputs=[paths.variant(v)]))
+
+    # parity of every variant against the PyTorch reference
+    for v in variants:
+        out_json = paths.results / f"parity-{v}.json"
+        out_xml = paths.results / f"parity-{v}.xml"
+
+        def parity_fn(v=v, out_json=out_json, out_xml=out_xml) -> dict:
+            from attnvgg.validate.parity import validate_artifact
+
+            r = validate_artifact(paths.variant(v), m, cfg.validate, out_json, out_xml,
+                                  precision=v.split("-")[0], preprocess=cfg.preprocess)
+            return {"passed": r.passed, **r.worst()}
+
+        steps.append(Step(f"validate:{v}", "validate", parity_fn, inputs=[paths.variant(v)] + ckpt,
+                          settings=lambda: {"validate": _asdict(cfg.validate), "model": _asdict(m),
+                                            "data": _data_key(cfg.validate.images, cfg)},
+                          outputs=[out_json, out_xml]))
+
+    # accuracy: PyTorch fp32 first (the reference), then every variant against it
+    ref_logits = paths.results / "logits-pytorch.npz"
+    def acc_settings() -> dict:
+        return {"evaluate": _asdict(cfg.evaluate), "preprocess": _asdict(cfg.preprocess),
+                "data": _data_key(cfg.evaluate.data, cfg)}
+
+    def acc_ref_fn() -> dict:
+        return evaluate_to_files(None, cfg, paths.results / "accuracy-pytorch.json", save_logits=ref_logits)
+
+    steps.append(Step("evaluate:pytorch", "evaluate", acc_ref_fn, inputs=ckpt,
+                      settings=lambda: {**acc_settings(), "model": _asdict(m)},
+                      outputs=[paths.results / "accuracy-pytorch.json", ref_logits]))
+    for v in variants:
+        out = paths.results / f"accuracy-{v}.json"
+
+        def acc_fn(v=v, out=out) -> dict:
+            return evaluate_to_files(paths.variant(v), cfg, out, reference_logits=ref_logits)
+
+        steps.append(Step(f"evaluate:{v}", "evaluate", acc_fn, inputs=[paths.variant(v), ref_logits],
+                          settings=acc_settings, outputs=[out]))
+
+    # TensorRT engines: only where tensorrt and a GPU are present
+    trt_variants = [v for v in variants if v in ("fp32", "fp16", "int8-tensorrt")]
+
+    def trt_reason() -> str | None:
+        from attnvgg.engines.tensorrt import tensorrt_available
+
+        ok, why = tensorrt_available()
+        return None if ok else why
+
+    build_spec = cfg.build
+    if build_spec is not None and trt_variants:
+        build_json = paths.engines / "build.json"
+
+        def build_fn() -> dict:
+            from attnvgg.artifacts import write_json
+            from attnvgg.engines.build_plan import run_build
+
+            r = run_build([paths.variant(v) for v in trt_variants], build_spec, paths.engines)
+            info = {"engines": [str(e.engine) for e in r.plan.engines], "sidecars": r.sidecars}
+            write_json(build_json, info)
+            return {"engines": info["engines"]}
+
+        steps.append(Step("build", "build", build_fn, inputs=[paths.variant(v) for v in trt_variants],
+                          settings=_asdict(build_spec), outputs=[build_json], skip_reason=trt_reason))
+
+    bench_spec = cfg.bench
+    if bench_spec is not None:
+        targets: list[tuple[str, Path | None]] = [(v, paths.variant(v)) for v in variants]
+        if cfg.run.pytorch_baseline:
+            targets.insert(0, ("pytorch", None))
+        for label, art in targets:
+            out = paths.results / f"bench-{label}.json"
+
+            def bench_fn(label=label, art=art, out=out) -> dict:
+                from attnvgg.engines.bench import bench_artifacts
+
+                res = bench_artifacts([str(art) if art else "pytorch"], bench_spec, model_spec_for_pytorch=m, out_json=out)
+                return {"rows": len(res.get("rows", []))}
+
+            steps.append(Step(f"bench:{label}", "bench", bench_fn, inputs=([art] if art else ckpt),
+                              settings={"bench": _asdict(bench_spec), **({"model": _asdict(m)} if not art else {})},
+                              outputs=[out]))
+
+    def report_fn() -> dict:
+        from attnvgg.report import make_report
+
+        sidecars = [p.with_name(p.name + ".json") for p in [paths.variant(v) for v in variants]]
+        out = make_report([paths.results, paths.notes, *[p for p in sidecars if p.exists()]], paths.report)
+        return {k: str(v) for k, v in out.items()}
+
+    report_inputs = [s for s in steps if s.stage in ("validate", "evaluate", "bench", "calibrate", "fp16")]
+    steps.append(Step("report", "report", report_fn,
+                      inputs=[o for s in report_inputs for o in s.outputs] + [paths.notes],
+                      settings={}, optional_inputs=True,
+                      outputs=[paths.report / "report.md", paths.report / "report.html", paths.report / "report.json"]))
+    return steps
+
+
+def evaluate_to_files(artifact: Path | None, cfg: Config, out: Path, save_logits: Path | None = None,
+                      reference_logits: Path | None = None) -> dict:
+    """Accuracy of one artifact (None = the PyTorch model) on the evaluation set, to JSON.
+
+    The PyTorch fp32 run saves its logits; every variant is then compared against those
+    saved logits instead of running PyTorch again for each one.
+    """
+    import numpy as np
+
+    from attnvgg.artifacts import atomic_path, write_json
+    from attnvgg.data import open_dataset
+    from attnvgg.engines.factory import open_runner
+    from attnvgg.validate.accuracy import evaluate
+
+    ds = open_dataset(cfg.evaluate.data, cfg.preprocess)
+    runner = open_runner(artifact, provider=cfg.evaluate.provider, threads=cfg.evaluate.threads, model_spec=cfg.model)
+    ref = np.load(reference_logits)["logits"] if reference_logits else None
+    res = evaluate(runner, ds, cfg.evaluate, reference_logits=ref, reference_name="pytorch-fp32",
+                   keep_logits=save_logits is not None, progress=False, log=_log)
+    data = res.to_dict()
+    data["artifact"] = str(artifact) if artifact else "pytorch"
+    data["backend"] = "pytorch" if artifact is None else runner.backend
+    write_json(out, data)
+    if save_logits is not None:
+        with atomic_path(save_logits) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, logits=res.logits)
+    agree = res.reference.top1_agreement if res.reference else None
+    return {"top1": res.top1, "top1_agreement": agree, "images": res.images}
+
+
+def _data_key(name: str | None, cfg: Config) -> str | None:
+    """Identity of a data source for cache keys: built-in sets by name and generator version,
+    files and folders by their content hash."""
+    if not name:
+        return None
+    from attnvgg.data import open_dataset
+
+    try:
+        return open_dataset(name, cfg.preprocess).content_hash()
+    except AttnvggError:
+        return name
+
+
+def _log(msg: str) -> None:
+    print(f"      {msg}", file=sys.stderr)
+
+
+def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = False,
+                 echo: Callable[[str], None] = print) -> dict:
+    from attnvgg.artifacts import write_json
+
+    root = Path(cfg.run.out)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = Paths(root)
+    paths.results.mkdir(exist_ok=True)
+    selected = set(stages or cfg.run.stages)
+    notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model)}
+    manifest = Manifest(root)
+    steps = build_steps(cfg, paths, notes)
+    summary: dict[str, Any] = {"run_dir": str(root), "steps": {}}
+    t_all = time.perf_counter()
+    n = len(steps)
+    for i, step in enumerate(steps, 1):
+        label = f"[{i:>2}/{n}] {step.name:<24}"
+        if step.stage not in selected:
+            notes["skipped"].setdefault(step.stage, "not selected with --stages")
+            summary["steps"][step.name] = "not selected"
+            continue
+        reason = step.skip_reason() if step.skip_reason else None
+        if reason:
+            notes["skipped"][step.stage] = reason
+            echo(f"{label} skipped: {reason}")
+            summary["steps"][step.name] = f"skipped: {reason}"
+            continue
+        if step.name == "report":
+            write_json(paths.notes, notes)
+        key = manifest.key(step)
+        if not force and manifest.is_fresh(step, key):
+            echo(f"{label} cached")
+            summary["steps"][step.name] = "cached"
+            continue
+        t0 = time.perf_counter()
+        try:
+            info = step.fn()
+        except AttnvggError as err:
+            manifest.forget(step.name)
+            if err.exit_code == 1:  # a failed check: record it, report it, go on
+                manifest.record(step, key, time.perf_counter() - t0, {"failed": err.one_line()}, status="failed")
+                echo(f"{label} FAILED: {err.one_line()}")
+                summary["steps"][step.name] = "failed"
+                summary.setdefault("failed", []).append(step.name)
+                continue
+            raise
+        dt = time.perf_counter() - t0
+        manifest.record(step, key, dt, info)
+        echo(f"{label} {dt:6.1f} s")
+        summary["steps"][step.name] = "done"
+    summary["seconds"] = round(time.perf_counter() - t_all, 1)
+    summary["report"] = str(paths.report / "report.html")
+    return summary
