@@ -408,8 +408,8 @@ def calibrate(model: str, data: str | None, out: str | None, config_path: str | 
 @model_options
 @click.option("--data", default=None, help="Labelled data: builtin:val (default), a class-folder tree, or .npz.")
 @click.option("--reference", default=None, help="fp32 reference: an .onnx/.engine file, or 'pytorch' (the model options).")
-@click.option("--reference-logits", default=None, type=click.Path(dir_okay=False), help=".npy logits of the reference, in data order.")
-@click.option("--save-logits", default=None, type=click.Path(dir_okay=False), help="Also save this model's logits (.npy).")
+@click.option("--reference-logits", default=None, type=click.Path(dir_okay=False), help=".npy/.npz logits of the reference, in data order.")
+@click.option("--save-logits", default=None, type=click.Path(dir_okay=False), help="Also save this model's logits (.npy or .npz).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default=None, help="ONNX Runtime provider.")
@@ -450,10 +450,11 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
     ref_logits = None
     if reference_logits:
         try:
-            ref_logits = np.load(reference_logits, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+            loaded = np.load(reference_logits, allow_pickle=False)
+            ref_logits = loaded["logits"] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
+        except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"cannot read reference logits {reference_logits} ({type(exc).__name__})",
-                             "pass a .npy file written by attnvgg evaluate --save-logits") from exc
+                             "pass a .npy, or a .npz with a 'logits' array, as written by --save-logits") from exc
     with runner:
         hw = runner.input_metadata()[0].shape[-1]
         hw = hw if hw > 0 else cfg.model.input_size
@@ -470,7 +471,10 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
 
         with atomic_path(save_logits) as tmp:
             with open(tmp, "wb") as f:
-                np.save(f, result.logits)
+                if save_logits.endswith(".npz"):
+                    np.savez(f, logits=result.logits)    # the format attnvgg run keeps
+                else:
+                    np.save(f, result.logits)
     acc = (f"top-1 {result.top1:.2%}, top-{result.topk} {result.top5:.2%}" if result.top1 is not None else "no labels")
     ref = (f"; vs reference: top-1 agreement {result.reference.top1_agreement:.2%}, "
            f"mean cosine {result.reference.mean_cosine:.6f}" if result.reference else "")
