@@ -152,3 +152,25 @@ def test_toposort_restores_order_and_checker_passes():
     assert toposort(m) is False
     idx = GraphIndex.build(m)
     assert idx.producer["y"].name == "mm"
+
+
+def test_scaled_dot_product_attention_is_found_with_its_scale():
+    """q x k^T / sqrt(d) -> Softmax -> x v, as in transformer blocks; a Linear MatMul is not attention."""
+    inits = [numpy_helper.from_array(np.array(8.0, np.float32), "sqrt_d"),
+             numpy_helper.from_array(np.ones((4, 4), np.float32), "w_out"),
+             numpy_helper.from_array(np.array([0, 2, 1], np.int64), "perm")]
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"], name="qk"),
+        helper.make_node("Div", ["s", "sqrt_d"], ["s2"], name="scale"),
+        helper.make_node("Softmax", ["s2"], ["p"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["o"], name="pv"),
+        helper.make_node("MatMul", ["o", "w_out"], ["y"], name="linear"),
+    ]
+    f = TensorProto.FLOAT
+    g = helper.make_graph(nodes, "sdpa", [helper.make_tensor_value_info(n, f, [1, 6, 4]) for n in "qkv"],
+                          [helper.make_tensor_value_info("y", f, [1, 6, 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    (site,) = attention_sites(m)
+    assert sorted(n.name for n in site) == ["kt", "pv", "qk", "scale", "softmax"]
+    assert plan_exclusions(m, "none").names == []
