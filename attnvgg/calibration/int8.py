@@ -137,18 +137,19 @@ def _tensors_to_calibrate(model: Any, op_types: list[str], protected: set[str]) 
     return wanted
 
 
-def _stage_source(src: Path, model: Any, tmp: Path) -> Path:
-    """A path ORT may read and write beside (it writes ``<name>-inferred.onnx`` next to its input)."""
+def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool) -> Path:
+    """A path ORT may read and write beside (it writes ``<name>-inferred.onnx`` next to its input).
+
+    A symlink to the source, or, when nodes had to be named for the exclusion list, a copy with
+    those names (the quantizer addresses nodes by name).
+    """
     import onnx
 
     from attnvgg.artifacts import external_data_path
 
-    named = onnx.ModelProto()
-    if any(not n.name for n in model.graph.node):
-        named.CopyFrom(model)
-        ensure_node_names(named)
+    if renamed:
         dest = tmp / "source.onnx"
-        onnx.save(named, str(dest))
+        onnx.save(model, str(dest))
         return dest
     dest = tmp / src.name
     dest.symlink_to(src.resolve())
@@ -270,8 +271,7 @@ def calibrate(
     for msg in adjustments:
         note(msg)
 
-    if any(not n.name for n in model.graph.node):
-        ensure_node_names(model)
+    renamed = ensure_node_names(model) > 0
     plan = plan_exclusions(model, spec.exclude_preset, spec.exclude)
     if spec.exclude_preset != "none" and plan.attention_sites == 0:
         note("no attention block (MatMul-Softmax-MatMul) found; nothing kept in float by the preset")
@@ -300,7 +300,7 @@ def calibrate(
     calibration_s = 0.0
     with tempfile.TemporaryDirectory(prefix="attnvgg-calib-") as tmp_name:
         tmp = Path(tmp_name)
-        work_src = _stage_source(src, model, tmp)
+        work_src = _stage_source(src, model, tmp, renamed)
         del model  # ORT loads its own copies; the source graph is reloaded for the policy step
         gc.collect()
         if found is not None and found.ranges is not None:

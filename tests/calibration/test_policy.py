@@ -174,3 +174,19 @@ def test_scaled_dot_product_attention_is_found_with_its_scale():
     (site,) = attention_sites(m)
     assert sorted(n.name for n in site) == ["kt", "pv", "qk", "scale", "softmax"]
     assert plan_exclusions(m, "none").names == []
+
+
+def test_unnamed_nodes_get_names_and_the_policy_still_holds(tiny_torchscript, make_dataset, tmp_path):
+    model = onnx.load(str(tiny_torchscript))
+    for n in model.graph.node:
+        n.name = ""
+    src = tmp_path / "unnamed.onnx"
+    onnx.save(model, str(src))
+    data = make_dataset(np.random.default_rng(3).standard_normal((8, 3, 16, 16)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    r = calibrate(src, data, out, _spec(tmp_path), progress=False)
+    q = onnx.load(str(out))
+    att = _attention_nodes(q)
+    assert len(att) == 3 and all(n.name.startswith("attnvgg_node_") for n in att)
+    assert not any(_dq_reaches(q, i) for n in att for i in n.input)
+    assert {e["name"] for e in r.excluded} >= {n.name for n in att}
