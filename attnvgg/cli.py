@@ -330,7 +330,7 @@ def _open_data(name: str, cfg: Any, hw: int) -> Any:
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--precision", type=click.Choice(["fp16"]), required=True, help="Target precision (INT8: attnvgg calibrate).")
-@click.option("--out", default=None, help="Output .onnx (default: MODEL with .fp16.onnx).")
+@click.option("--out", "-o", default=None, help="Output .onnx (default: MODEL with .fp16.onnx).")
 @click.option("--block-op", "block_ops", multiple=True, help="Op type kept in fp32 (repeatable), e.g. Softmax.")
 @click.option("--fp16-io", is_flag=True, help="Make the input and logits float16 too (default: float32 I/O).")
 @click.option("--no-check", is_flag=True, help="Skip the parity check against the fp32 model.")
@@ -358,7 +358,7 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", default=None, help="builtin:calib (default), an image folder, or a .npz/.npy file.")
-@click.option("--out", default=None, help="Output .onnx (default: MODEL with .int8.onnx).")
+@click.option("--out", "-o", default=None, help="Output .onnx (default: MODEL with .int8.onnx).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None)
 @click.option("--flavour", type=click.Choice(["tensorrt", "cpu"]), default=None,
               help="tensorrt: int8 symmetric, zero point 0 (default); cpu: uint8 asymmetric activations.")
@@ -415,7 +415,7 @@ def calibrate(model: str, data: str | None, out: str | None, config_path: str | 
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default=None, help="ONNX Runtime provider.")
 @click.option("--threads", type=int, default=None)
 @click.option("--max-top1-drop", type=float, default=None, help="Fail (exit 1) if top-1 is more than this fraction below the reference's.")
-@click.option("--out", default=None, help="Results JSON (default: ARTIFACT.accuracy.json, or accuracy.json).")
+@click.option("--out", "-o", default=None, help="Results JSON (default: ARTIFACT.accuracy.json, or accuracy.json).")
 @handle_errors
 def evaluate(artifact: str | None, config_path: str | None, data: str | None, reference: str | None,
              reference_logits: str | None, save_logits: str | None, out: str | None, **kw: Any) -> None:
