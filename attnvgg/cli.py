@@ -330,7 +330,7 @@ def _open_data(name: str, cfg: Any, hw: int) -> Any:
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--precision", type=click.Choice(["fp16"]), required=True, help="Target precision (INT8: attnvgg calibrate).")
-@click.option("--out", default=None, help="Output .onnx (default: MODEL with .fp16.onnx).")
+@click.option("--out", "-o", default=None, help="Output .onnx (default: MODEL with .fp16.onnx).")
 @click.option("--block-op", "block_ops", multiple=True, help="Op type kept in fp32 (repeatable), e.g. Softmax.")
 @click.option("--fp16-io", is_flag=True, help="Make the input and logits float16 too (default: float32 I/O).")
 @click.option("--no-check", is_flag=True, help="Skip the parity check against the fp32 model.")
@@ -358,7 +358,7 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", default=None, help="builtin:calib (default), an image folder, or a .npz/.npy file.")
-@click.option("--out", default=None, help="Output .onnx (default: MODEL with .int8.onnx).")
+@click.option("--out", "-o", default=None, help="Output .onnx (default: MODEL with .int8.onnx).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None)
 @click.option("--flavour", type=click.Choice(["tensorrt", "cpu"]), default=None,
               help="tensorrt: int8 symmetric, zero point 0 (default); cpu: uint8 asymmetric activations.")
@@ -372,6 +372,8 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
 @click.option("--num-bins", type=int, default=None, help="Histogram bins for entropy/percentile.")
 @click.option("--cache-dir", default=None, help="Calibration cache folder (default $ATTNVGG_CACHE_DIR/calib or ~/.cache/attnvgg/calib).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the calibration cache.")
+@click.option("--check-samples", type=int, default=None,
+              help="Compare this many calibration images with the fp32 model (default 0; attnvgg validate gates parity).")
 @click.option("--max-drop", type=float, default=None,
               help="Top-1 budget in points vs fp32: search the fewest layer groups to keep in float that meet it.")
 @click.option("--val-data", default=None, help="With --max-drop: labelled data the drop is measured on (default builtin:val).")
@@ -385,7 +387,8 @@ def calibrate(model: str, data: str | None, out: str | None, config_path: str | 
     """
     cfg = load_cfg(config_path)
     spec = cfg.calibrate
-    for key in ("method", "flavour", "exclude_preset", "batch_size", "num_images", "percentile", "num_bins", "cache_dir"):
+    for key in ("method", "flavour", "exclude_preset", "batch_size", "num_images", "percentile", "num_bins", "cache_dir",
+                "check_samples"):
         if kw.get(key) is not None:
             setattr(spec, key, kw[key])
     if kw["exclude"]:
@@ -403,8 +406,10 @@ def calibrate(model: str, data: str | None, out: str | None, config_path: str | 
 
     r = run_calibration(model, dataset, out or _default_out(model, ".int8.onnx"), spec)
     how = "cache hit" if r.cache_hit else f"calibrated in {r.calibration_s:.1f} s"
+    check = (f"; vs fp32 on {r.parity['samples']} images: cosine {r.parity['cosine']:.4f}, "
+             f"top-1 agreement {r.parity['top1_agreement']:.0%}" if r.parity else "")
     click.echo(f"wrote {r.output} (int8 {r.flavour}, {r.method}, {r.images} images, {how}; "
-               f"{len(r.quantized)} nodes quantized, {len(r.excluded)} kept in float)")
+               f"{len(r.quantized)} nodes quantized, {len(r.excluded)} kept in float{check})")
 
 
 @cli.command()
@@ -412,14 +417,14 @@ def calibrate(model: str, data: str | None, out: str | None, config_path: str | 
 @model_options
 @click.option("--data", default=None, help="Labelled data: builtin:val (default), a class-folder tree, or .npz.")
 @click.option("--reference", default=None, help="fp32 reference: an .onnx/.engine file, or 'pytorch' (the model options).")
-@click.option("--reference-logits", default=None, type=click.Path(dir_okay=False), help=".npy logits of the reference, in data order.")
-@click.option("--save-logits", default=None, type=click.Path(dir_okay=False), help="Also save this model's logits (.npy).")
+@click.option("--reference-logits", default=None, type=click.Path(dir_okay=False), help=".npy/.npz logits of the reference, in data order.")
+@click.option("--save-logits", default=None, type=click.Path(dir_okay=False), help="Also save this model's logits (.npy or .npz).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default=None, help="ONNX Runtime provider.")
 @click.option("--threads", type=int, default=None)
 @click.option("--max-top1-drop", type=float, default=None, help="Fail (exit 1) if top-1 is more than this fraction below the reference's.")
-@click.option("--out", default=None, help="Results JSON (default: ARTIFACT.accuracy.json, or accuracy.json).")
+@click.option("--out", "-o", default=None, help="Results JSON (default: ARTIFACT.accuracy.json, or accuracy.json).")
 @handle_errors
 def evaluate(artifact: str | None, config_path: str | None, data: str | None, reference: str | None,
              reference_logits: str | None, save_logits: str | None, out: str | None, **kw: Any) -> None:
@@ -442,6 +447,9 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
         spec.data = data
     if reference and reference_logits:
         raise InputError("both --reference and --reference-logits were given", "pass only one")
+    if artifact is None and not (cfg.model.checkpoint or cfg.model.factory or config_path):
+        raise InputError("no model to evaluate: no ARTIFACT and no trained weights",
+                         "pass an .onnx/.engine file, or --checkpoint/--model/--config for the PyTorch model")
     runner = open_runner(artifact, provider=spec.provider, threads=spec.threads, model_spec=cfg.model)
     ref_runner = None
     if reference == "pytorch":
@@ -451,10 +459,11 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
     ref_logits = None
     if reference_logits:
         try:
-            ref_logits = np.load(reference_logits, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+            loaded = np.load(reference_logits, allow_pickle=False)
+            ref_logits = loaded["logits"] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
+        except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"cannot read reference logits {reference_logits} ({type(exc).__name__})",
-                             "pass a .npy file written by attnvgg evaluate --save-logits") from exc
+                             "pass a .npy, or a .npz with a 'logits' array, as written by --save-logits") from exc
     with runner:
         hw = runner.input_metadata()[0].shape[-1]
         hw = hw if hw > 0 else cfg.model.input_size
@@ -471,7 +480,10 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
 
         with atomic_path(save_logits) as tmp:
             with open(tmp, "wb") as f:
-                np.save(f, result.logits)
+                if save_logits.endswith(".npz"):
+                    np.savez(f, logits=result.logits)    # the format attnvgg run keeps
+                else:
+                    np.save(f, result.logits)
     acc = (f"top-1 {result.top1:.2%}, top-{result.topk} {result.top5:.2%}" if result.top1 is not None else "no labels")
     ref = (f"; vs reference: top-1 agreement {result.reference.top1_agreement:.2%}, "
            f"mean cosine {result.reference.mean_cosine:.6f}" if result.reference else "")
@@ -586,3 +598,82 @@ def config_cmd(config_path, preset, overrides, show, write_path):
         click.echo(f"wrote {write_path}")
     if show or not write_path:
         click.echo(dumps_config(cfg), nl=False)
+
+
+# -------------------------------------------------------------------------- bench
+
+@cli.command("bench", epilog="""\b
+Each runner x batch: --warmup untimed runs, then at least --iterations
+runs AND at least --min-seconds; p50/p90/p99, mean, std, min in ms and
+images/s. On a GPU, compute and end-to-end (with copies) are reported apart.
+Exit codes: 0 done, 2 bad input, 4 a needed library is missing. A CUDA GPU
+or TensorRT that is absent skips those runners, with the reason.""")
+@click.argument("artifacts", nargs=-1)
+@click.option("--pytorch", is_flag=True,
+              help="Add the PyTorch eager fp32 baseline (model from the options, --config, or the first file's sidecar).")
+@model_options
+@click.option("--batches", default=None, help="Batch sizes, e.g. 1,8  [default: 1,8].")
+@click.option("--threads", type=int, default=None, help="CPU threads (ONNX Runtime intra-op, torch) [default: library default].")
+@click.option("--iterations", type=int, default=None, help="Timed runs at least [default: 20]; 0 = by time only.")
+@click.option("--min-seconds", type=float, default=None, help="Timed seconds at least [default: 1.0]; 0 = by count only.")
+@click.option("--warmup", type=int, default=None, help="Untimed runs first [default: 5].")
+@click.option("--provider", "providers", multiple=True, type=click.Choice(["cpu", "cuda"]),
+              help="Device(s) for ONNX files and the PyTorch baseline [default: cpu]; engines always use the GPU.")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Replay CUDA graphs (PyTorch on CUDA, TensorRT).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the results JSON here.")
+@handle_errors
+def bench_cmd(artifacts: tuple[str, ...], pytorch: bool, batches: str | None, threads: int | None,
+              iterations: int | None, min_seconds: float | None, warmup: int | None, providers: tuple[str, ...],
+              cuda_graphs: bool | None, json_path: str | None, config_path: str | None, **kw: Any) -> None:
+    """Latency of ONNX files, TensorRT engines and the PyTorch baseline at each batch size."""
+    cfg = load_cfg(config_path)
+    overridden = any(v is not None for v in kw.values())
+    apply_model_options(cfg, kw)
+    b = cfg.bench
+    if batches is not None:
+        b.batches = _ints(batches, "--batches")
+    for key, value in (("threads", threads), ("iterations", iterations), ("min_seconds", min_seconds),
+                       ("warmup", warmup), ("cuda_graphs", cuda_graphs)):
+        if value is not None:
+            setattr(b, key, value)
+    if providers:
+        b.providers = list(providers)
+    items = list(artifacts)
+    model_spec = None
+    if pytorch:
+        items.insert(0, "pytorch")
+        if overridden or config_path:
+            model_spec = cfg.model
+        else:
+            from attnvgg.validate.reference import model_spec_for
+
+            model_spec = next((s for s in (model_spec_for(a) for a in artifacts if Path(a).is_file()) if s), None)
+    from attnvgg.engines.bench import bench_artifacts, format_table
+
+    result = bench_artifacts(items, b, model_spec, json_path)
+    click.echo(format_table(result))
+    if json_path:
+        click.echo(f"wrote {json_path}")
+
+
+# -------------------------------------------------------------------------- report
+
+@cli.command("report", epilog="""\b
+Reads result files only (bench, evaluate and validate JSON, artifact
+sidecars, the pipeline's notes with skipped stages); folders are searched
+recursively. Writes report.md, report.json, report.csv, report.png and a
+self-contained report.html. Exit codes: 0 written, 2 bad input (a missing
+path, no result files, a malformed JSON); nothing is written then.""")
+@click.argument("results", nargs=-1, required=True)
+@click.option("--out", "out_dir", default="report", show_default=True, help="Folder for the report files.")
+@click.option("--plot-batch", type=int, default=None,
+              help="Batch whose p50 latency is plotted [default: 1 if every rated row has it, else the largest common].")
+@handle_errors
+def report_cmd(results: tuple[str, ...], out_dir: str, plot_batch: int | None) -> None:
+    """Latency-vs-accuracy table (Markdown, CSV, JSON), Pareto plot and one HTML page."""
+    from attnvgg.report import make_report
+
+    paths = make_report([Path(r) for r in results], out_dir, plot_batch=plot_batch)
+    text = Path(paths["markdown"]).read_text()   # type: ignore[arg-type]
+    click.echo("\n".join(line for line in text.splitlines() if line.startswith("|")))
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values() if p is not None))

@@ -29,6 +29,7 @@ class Step:
     settings: dict | Callable[[], dict] = field(default_factory=dict)  # callable: resolved only if the step runs
     outputs: list[Path] = field(default_factory=list)
     skip_reason: Callable[[], str | None] | None = None  # e.g. TensorRT absent: the step is skipped
+    optional_inputs: bool = False              # inputs that do not exist are left out (the report)
 
 
 class Manifest:
@@ -62,6 +63,8 @@ class Manifest:
         return h
 
     def key(self, step: Step) -> str:
+        if step.optional_inputs:
+            step.inputs = [p for p in step.inputs if Path(p).exists()]
         missing = [str(p) for p in step.inputs if not Path(p).exists()]
         if missing:
             from attnvgg.errors import InputError

@@ -46,35 +46,21 @@ def preset_config(name: str) -> Config:
             "validate": {"batches": [1], "samples": 2},
             "calibrate": {"data": "builtin:calib", "num_images": 64, "batch_size": 8},
             "evaluate": {"data": "builtin:val", "batch_size": 8, "limit": 64},
+            "bench": {"batches": [1, 8], "warmup": 2, "iterations": 10, "min_seconds": 0.0},
             "run": {"out": "runs/vgg16-224"},
         })
-        cfg.bench = _apply_bench_preset(cfg, {"batches": [1, 8], "warmup": 2, "iterations": 10, "min_seconds": 0.0})
     else:
         raise InputError(f"unknown preset {name!r}", f"use one of {', '.join(PRESETS)}")
     return cfg
 
 
-def _apply_bench_preset(cfg: Config, values: dict) -> Any:
-    bench = getattr(cfg, "bench", None)
-    if bench is not None:
-        apply_dict(bench, values, "bench")
-    return bench
-
-
 def effective_config(preset: str = "default", config_path: str | None = None, overrides: list[str] = ()) -> Config:
     """defaults < preset < config file < --set overrides."""
-    from attnvgg.config import _toml_loads, parse_override
+    from attnvgg.config import parse_override, read_toml
 
     cfg = preset_config(preset)
     if config_path:
-        p = Path(config_path)
-        if not p.is_file():
-            raise InputError(f"config file not found: {p}", "pass an existing .toml file")
-        try:
-            data = _toml_loads(p.read_text())
-        except Exception as exc:
-            raise InputError(f"config file {p} is not valid TOML: {exc}", "fix the syntax") from exc
-        apply_dict(cfg, data)
+        apply_dict(cfg, read_toml(config_path))
     for text in overrides:
         apply_dict(cfg, parse_override(text))
     bad = [s for s in cfg.run.stages if s not in RUN_STAGES]
@@ -207,7 +193,7 @@ def build_steps(cfg: Config, paths: Paths, notes: dict) -> list[Step]:
         ok, why = tensorrt_available()
         return None if ok else why
 
-    build_spec = getattr(cfg, "build", None)
+    build_spec = cfg.build
     if build_spec is not None and trt_variants:
         build_json = paths.engines / "build.json"
 
@@ -223,7 +209,7 @@ def build_steps(cfg: Config, paths: Paths, notes: dict) -> list[Step]:
         steps.append(Step("build", "build", build_fn, inputs=[paths.variant(v) for v in trt_variants],
                           settings=_asdict(build_spec), outputs=[build_json], skip_reason=trt_reason))
 
-    bench_spec = getattr(cfg, "bench", None)
+    bench_spec = cfg.bench
     if bench_spec is not None:
         targets: list[tuple[str, Path | None]] = [(v, paths.variant(v)) for v in variants]
         if cfg.run.pytorch_baseline:
@@ -234,7 +220,7 @@ def build_steps(cfg: Config, paths: Paths, notes: dict) -> list[Step]:
             def bench_fn(label=label, art=art, out=out) -> dict:
                 from attnvgg.engines.bench import bench_artifacts
 
-                res = bench_artifacts([str(art) if art else "pytorch"], bench_spec, model_spec=m, out_json=out)
+                res = bench_artifacts([str(art) if art else "pytorch"], bench_spec, model_spec_for_pytorch=m, out_json=out)
                 return {"rows": len(res.get("rows", []))}
 
             steps.append(Step(f"bench:{label}", "bench", bench_fn, inputs=([art] if art else ckpt),
@@ -244,14 +230,15 @@ def build_steps(cfg: Config, paths: Paths, notes: dict) -> list[Step]:
     def report_fn() -> dict:
         from attnvgg.report import make_report
 
-        out = make_report([paths.results, paths.notes, *[paths.variant(v) for v in variants]], paths.report)
+        sidecars = [p.with_name(p.name + ".json") for p in [paths.variant(v) for v in variants]]
+        out = make_report([paths.results, paths.notes, *[p for p in sidecars if p.exists()]], paths.report)
         return {k: str(v) for k, v in out.items()}
 
     report_inputs = [s for s in steps if s.stage in ("validate", "evaluate", "bench", "calibrate", "fp16")]
     steps.append(Step("report", "report", report_fn,
                       inputs=[o for s in report_inputs for o in s.outputs] + [paths.notes],
-                      settings={}, outputs=[paths.report / "report.md", paths.report / "report.html",
-                                            paths.report / "report.json"]))
+                      settings={}, optional_inputs=True,
+                      outputs=[paths.report / "report.md", paths.report / "report.html", paths.report / "report.json"]))
     return steps
 
 

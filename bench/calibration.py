@@ -4,7 +4,7 @@ Full-size VGG16WithAttention at 224 px (random weights, gamma 0.5) exported with
 dynamo export; calibration images are seeded N(0, 1) arrays generated batch by batch (never
 materialised as a set). Every run is its own process, so peak RSS (os.wait4) is that run's.
 
-    python bench/calibration.py [--workdir DIR] [--images 128] [--batch-size 8] [--methods minmax]
+    python bench/calibration.py [--workdir DIR] [--images 128] [--batch-size 4] [--methods minmax]
 
 Target on the 2-core CPU machine: peak RSS <= 4 GiB; a cache hit near-instant apart from
 writing the model.
@@ -58,7 +58,8 @@ def child(model: str, out: str, cache_dir: str, images: int, batch: int, method:
     spec = CalibrateSpec(method=method, batch_size=batch, cache_dir=cache_dir)
     r = calibrate(model, SeededImages(images), out, spec, progress=False, log=lambda m: None)
     print(json.dumps({"calibration_s": r.calibration_s, "total_s": r.total_s, "cache_hit": r.cache_hit,
-                      "quantized": len(r.quantized), "excluded": len(r.excluded), "parity": r.parity}))
+                      "quantized": len(r.quantized), "excluded": len(r.excluded), "parity": r.parity,
+                      "timings": r.timings}))
 
 
 def run(cmd: list[str], cwd: Path) -> tuple[float, float, int, str]:
@@ -73,7 +74,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--images", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--methods", default="minmax")
     ap.add_argument("--child", nargs=6, metavar=("MODEL", "OUT", "CACHE", "N", "BATCH", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -109,6 +110,7 @@ def main() -> int:
             cos = res["parity"]["cosine"] if res["parity"] else float("nan")
             print(f"{method + ' ' + label:<22} {s:>7.1f} {res['calibration_s']:>8.1f} {rss:>13.2f} "
                   f"{res['quantized']:>9} {cos:>8.4f}", flush=True)
+            print("    phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in res["timings"].items()))
     return 0
 
 

@@ -130,3 +130,21 @@ def test_run_stage_needing_missing_input(tmp_path):
     cfg = _tiny_run_cfg(tmp_path, 'run.variants=["fp32"]')
     with pytest.raises(InputError, match="run the earlier stages"):
         run_pipeline(cfg, ["validate"], echo=lambda s: None)
+
+
+def test_run_without_tensorrt_skips_build_and_report_says_so(tmp_path):
+    from attnvgg.engines.tensorrt import tensorrt_available
+
+    ok, why = tensorrt_available()
+    if ok:
+        pytest.skip("TensorRT and a GPU are present: the build stage runs here")
+    cfg = _tiny_run_cfg(tmp_path, 'run.variants=["fp32"]', "bench.iterations=3", "bench.min_seconds=0.0",
+                        "bench.batches=[1]")
+    lines: list[str] = []
+    s = run_pipeline(cfg, ["export", "simplify", "validate", "build", "bench", "report"], echo=lines.append)
+    assert s["steps"]["build"].startswith("skipped: ")
+    report = (tmp_path / "run/report/report.md").read_text()
+    assert "## Skipped" in report and "build: " in report and "tensorrt" in report.lower()
+    assert "pytorch" in report and "model.sim.onnx" in report
+    notes = json.loads((tmp_path / "run/notes.json").read_text())
+    assert "build" in notes["skipped"]

@@ -58,6 +58,7 @@ class CalibrationResult:
     quantized: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     parity: dict | None = None
+    timings: dict[str, float] = field(default_factory=dict)   # seconds per phase
 
 
 def _stderr(msg: str) -> None:
@@ -137,18 +138,19 @@ def _tensors_to_calibrate(model: Any, op_types: list[str], protected: set[str]) 
     return wanted
 
 
-def _stage_source(src: Path, model: Any, tmp: Path) -> Path:
-    """A path ORT may read and write beside (it writes ``<name>-inferred.onnx`` next to its input)."""
+def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool) -> Path:
+    """A path ORT may read and write beside (it writes ``<name>-inferred.onnx`` next to its input).
+
+    A symlink to the source, or, when nodes had to be named for the exclusion list, a copy with
+    those names (the quantizer addresses nodes by name).
+    """
     import onnx
 
     from attnvgg.artifacts import external_data_path
 
-    named = onnx.ModelProto()
-    if any(not n.name for n in model.graph.node):
-        named.CopyFrom(model)
-        ensure_node_names(named)
+    if renamed:
         dest = tmp / "source.onnx"
-        onnx.save(named, str(dest))
+        onnx.save(model, str(dest))
         return dest
     dest = tmp / src.name
     dest.symlink_to(src.resolve())
@@ -185,6 +187,10 @@ def _collect_ranges(path: Path, spec: CalibrateSpec, shape: InputShape, batches,
                      augmented_model_path=str(tmp / "augmented.onnx"), **kwargs)
     cal.augment_graph()
     cal.create_inference_session()
+    # The calibrator keeps the augmented ModelProto (all weights, 556 MB at full size) but only
+    # uses the session from here on; dropping it lowers the peak by that much.
+    cal.model = None
+    gc.collect()
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram collector prints per call
         for x in batches:
             cal.collect_data(OneBatch({shape.name: x}))
@@ -245,6 +251,8 @@ class RangeSession:
                  log: Callable[[str], None] = _stderr, progress: bool = True):
         _validate(spec)
         self.t_start = time.perf_counter()
+        self.timings: dict[str, float] = {}     # seconds per phase, summed over repeated phases
+        self._last = self.t_start
         self.spec = spec
         self.dataset = dataset
         self.log = log
@@ -262,8 +270,7 @@ class RangeSession:
         self.n_images, self.batch = _plan_batches(self.shape, available, spec, adjustments)
         for msg in adjustments:
             self.note(msg)
-        if any(not n.name for n in self.model.graph.node):
-            ensure_node_names(self.model)
+        self.renamed = ensure_node_names(self.model) > 0
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.work_src: Path | None = None
         self.ranges: dict[str, tuple[float, float]] | None = None
@@ -271,6 +278,12 @@ class RangeSession:
         self.found: calib_cache.Lookup | None = None
         self.calibration_s = 0.0
         self.passes = 0          # calibration passes this session ran (0 on a cache hit, else 1)
+
+    def mark(self, phase: str) -> None:
+        """Charge the time since the previous mark to ``phase``."""
+        now = time.perf_counter()
+        self.timings[phase] = round(self.timings.get(phase, 0.0) + now - self._last, 3)
+        self._last = now
 
     def note(self, msg: str) -> None:
         self.notes.append(msg)
@@ -310,20 +323,23 @@ class RangeSession:
             settings.update(batch_size=self.batch, num_bins=spec.num_bins)
         if spec.method == "percentile":
             settings["percentile"] = spec.percentile
+        self.mark("load_and_plan")
         self.key = key = calib_cache.CacheKey(
             model_path=str(src.resolve()), model_hash=onnx_hash(src), data_hash=self.dataset.content_hash(),
             method=spec.method, settings=settings, tensors_hash=sha256_json(sorted(wanted)),
             onnxruntime=onnxruntime.__version__)
         cache_dir = Path(spec.cache_dir).expanduser() if spec.cache_dir else calib_cache.default_cache_dir()
         self.found = found = calib_cache.lookup(cache_dir, key) if spec.cache else None
+        self.mark("hash_and_cache_lookup")
         if found and found.note:
             self.note(found.note)
-        self.work_src = _stage_source(src, self.model, self.tmp)
+        self.work_src = _stage_source(src, self.model, self.tmp, self.renamed)
         self.model = None  # ORT loads its own copies; the source graph is reloaded for the policy step
         gc.collect()
         if found is not None and found.ranges is not None:
             self.ranges = found.ranges
             self.log(f"calibration cache hit: {found.path}")
+            self.mark("calibration")
             return self.ranges
         t0 = time.perf_counter()
         batches = checked_batches(self.dataset, self.shape, self.batch, self.n_images)
@@ -347,6 +363,7 @@ class RangeSession:
         if spec.cache:
             calib_cache.store(cache_dir / key.slot(), key, ranges, self.calibration_s, self.dataset.describe())
         self.ranges = ranges
+        self.mark("calibration")
         return ranges
 
     def build(self, plan: ExclusionPlan, check: bool = True) -> tuple[Any, int, list[dict]]:
@@ -360,6 +377,7 @@ class RangeSession:
         if self.ranges is None or self.work_src is None:
             raise RuntimeError("RangeSession.collect() must run before build()")
         quantized_model = _quantize(self.work_src, self.tmp, self.ranges, self.spec, plan.names)
+        self.mark("quantize")
         if plan.names:
             source = onnx.load(str(self.work_src))
             rewired = detach_from_qdq(quantized_model, plan.names, source)
@@ -374,12 +392,14 @@ class RangeSession:
                              + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
                              "report this with the model; try --exclude-preset none to see the raw quantization")
         qnodes = quantized_nodes(quantized_model, idx)
+        self.mark("policy")
         if check:
             try:
                 onnx.checker.check_model(quantized_model, full_check=True)
             except Exception as exc:
                 raise StageError(f"the quantized model fails onnx.checker ({str(exc).splitlines()[0][:200]})",
                                  "report this with the model") from exc
+            self.mark("checker")
         return quantized_model, rewired, qnodes
 
     def write(self, quantized_model: Any, plan: ExclusionPlan, rewired: int, qnodes: list[dict], out: Path,
@@ -393,7 +413,9 @@ class RangeSession:
         with atomic_path(out) as tmp_out:
             onnx.save(quantized_model, str(tmp_out))
             del quantized_model
+            self.mark("save")
             parity = _quick_parity(src, tmp_out, self.dataset, self.shape, spec.check_samples, self.batch)
+            self.mark("parity")
             if sidecar.exists():
                 sidecar.unlink()  # never pair the new model with an old sidecar
         total_s = time.perf_counter() - self.t_start
@@ -405,7 +427,8 @@ class RangeSession:
             output=out, sidecar=sidecar, method=spec.method, flavour=spec.flavour, images=self.n_images,
             batch_size=self.batch, cache_hit=self.cache_hit, cache_entry=str(found.path) if found is not None else None,
             calibration_s=round(self.calibration_s, 3), total_s=round(total_s, 3),
-            excluded=[asdict(p) for p in plan.nodes], quantized=qnodes, notes=list(self.notes), parity=parity)
+            excluded=[asdict(p) for p in plan.nodes], quantized=qnodes, notes=list(self.notes), parity=parity,
+            timings=dict(self.timings))
         write_json(sidecar, {
             "precision": "int8", "format": "qdq", "flavour": spec.flavour, "method": spec.method,
             "source": str(src), "source_onnx_hash": key.model_hash, "onnx_hash": onnx_hash(out),
@@ -415,7 +438,7 @@ class RangeSession:
             "symmetric_activations": spec.flavour == "tensorrt", "per_channel": spec.per_channel,
             "exclusion": {**plan.to_dict(), "rewired_inputs": rewired},
             "quantized_nodes": qnodes, "quantized_by_op": _count(qnodes),
-            "calibration_s": result.calibration_s, "total_s": result.total_s,
+            "calibration_s": result.calibration_s, "total_s": result.total_s, "timings_s": dict(self.timings),
             "cache": {"hit": result.cache_hit, "entry": result.cache_entry},
             "parity_vs_fp32": parity, "notes": list(self.notes), "onnxruntime": onnxruntime.__version__,
             **(extra_sidecar or {}),

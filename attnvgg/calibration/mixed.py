@@ -221,6 +221,7 @@ def calibrate_mixed(
 
         with OnnxRuntimeRunner(src, name="fp32") as fp32:
             ref = evaluate(fp32, val, eval_spec, keep_logits=True, progress=progress, log=log)
+        session.mark("evaluate")
         ref_top1 = float(ref.top1)
 
         def plan_for(float_groups: frozenset) -> ExclusionPlan:
@@ -245,6 +246,7 @@ def calibrate_mixed(
             last_qnodes[float_groups] = qnodes
             with OnnxRuntimeRunner(cand_path, name="candidate") as runner:
                 r = evaluate(runner, val, eval_spec, reference_logits=ref.logits, progress=False, log=quiet)
+            session.mark("evaluate")
             return Measurement(drop=round(100.0 * (ref_top1 - float(r.top1)), 9),
                                error=max(0.0, 1.0 - r.reference.mean_cosine), top1=r.top1,
                                agreement=r.reference.top1_agreement)

@@ -34,8 +34,8 @@ def test_calibrate_writes_model_and_hits_cache(model, fake_data, tmp_path):
     assert "wrote" in res.output and "m.int8.onnx" in res.output and "calibrated in" in res.output
     side = json.loads((tmp_path / "m.int8.onnx.json").read_text())
     assert side["flavour"] == "tensorrt" and side["method"] == "minmax"
-    res = run_cli(args + ["--flavour", "cpu", "--out", str(tmp_path / "cpu.onnx")])
-    assert res.exit_code == 0 and "cache hit" in res.output, res.output
+    res = run_cli(args + ["--flavour", "cpu", "-o", str(tmp_path / "cpu.onnx"), "--check-samples", "4"])
+    assert res.exit_code == 0 and "cache hit" in res.output and "vs fp32 on 4 images" in res.output, res.output
     assert json.loads((tmp_path / "cpu.onnx.json").read_text())["activation_type"] == "uint8"
 
 

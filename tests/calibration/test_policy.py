@@ -83,8 +83,8 @@ def test_gates_preset_keeps_sigmoid_and_mul_float_and_stays_accurate(tiny_mixed,
     assert len(gate_sites(model)) == 3           # SE gate, CBAM channel gate, CBAM spatial gate
     out = tmp_path / "q.onnx"
     # cpu flavour: ORT folds Relu into the uint8 Q; the float copy for the gate Mul must be re-inserted
-    r = calibrate(tiny_mixed, calib_data, out, _spec(tmp_path, exclude_preset="attention+gates", flavour="cpu"),
-                  progress=False)
+    spec = _spec(tmp_path, exclude_preset="attention+gates", flavour="cpu", check_samples=8)
+    r = calibrate(tiny_mixed, calib_data, out, spec, progress=False)
     q = onnx.load(str(out))
     gate_names = {e["name"] for e in r.excluded if e["reason"] == "gate"}
     gates = [n for n in q.graph.node if n.name in gate_names]
@@ -152,3 +152,41 @@ def test_toposort_restores_order_and_checker_passes():
     assert toposort(m) is False
     idx = GraphIndex.build(m)
     assert idx.producer["y"].name == "mm"
+
+
+def test_scaled_dot_product_attention_is_found_with_its_scale():
+    """q x k^T / sqrt(d) -> Softmax -> x v, as in transformer blocks; a Linear MatMul is not attention."""
+    inits = [numpy_helper.from_array(np.array(8.0, np.float32), "sqrt_d"),
+             numpy_helper.from_array(np.ones((4, 4), np.float32), "w_out"),
+             numpy_helper.from_array(np.array([0, 2, 1], np.int64), "perm")]
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"], name="qk"),
+        helper.make_node("Div", ["s", "sqrt_d"], ["s2"], name="scale"),
+        helper.make_node("Softmax", ["s2"], ["p"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["o"], name="pv"),
+        helper.make_node("MatMul", ["o", "w_out"], ["y"], name="linear"),
+    ]
+    f = TensorProto.FLOAT
+    g = helper.make_graph(nodes, "sdpa", [helper.make_tensor_value_info(n, f, [1, 6, 4]) for n in "qkv"],
+                          [helper.make_tensor_value_info("y", f, [1, 6, 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    (site,) = attention_sites(m)
+    assert sorted(n.name for n in site) == ["kt", "pv", "qk", "scale", "softmax"]
+    assert plan_exclusions(m, "none").names == []
+
+
+def test_unnamed_nodes_get_names_and_the_policy_still_holds(tiny_torchscript, make_dataset, tmp_path):
+    model = onnx.load(str(tiny_torchscript))
+    for n in model.graph.node:
+        n.name = ""
+    src = tmp_path / "unnamed.onnx"
+    onnx.save(model, str(src))
+    data = make_dataset(np.random.default_rng(3).standard_normal((8, 3, 16, 16)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    r = calibrate(src, data, out, _spec(tmp_path), progress=False)
+    q = onnx.load(str(out))
+    att = _attention_nodes(q)
+    assert len(att) == 3 and all(n.name.startswith("attnvgg_node_") for n in att)
+    assert not any(_dq_reaches(q, i) for n in att for i in n.input)
+    assert {e["name"] for e in r.excluded} >= {n.name for n in att}

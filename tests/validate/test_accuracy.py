@@ -199,10 +199,15 @@ def test_cli_evaluate(models, data, tmp_path, monkeypatch):
     _, top1, _ = _hand(path, data)
     assert doc["top1"] == top1 and doc["artifact"] == str(path)
     res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(path), "--reference-logits", str(tmp_path / "l.npy"),
-                                           "--out", str(tmp_path / "b.json")])
+                                           "--out", str(tmp_path / "b.json"), "--save-logits", str(tmp_path / "l.npz")])
     assert res.exit_code == 0 and "top-1 agreement 100.00%" in res.output
+    res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(path), "--reference-logits", str(tmp_path / "l.npz"),
+                                           "--out", str(tmp_path / "c.json")])
+    assert res.exit_code == 0 and "top-1 agreement 100.00%" in res.output, res.output
     res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(tmp_path / "missing.onnx")])
     assert res.exit_code == 2 and res.output.count("\n") == 1
+    res = CliRunner().invoke(cli_mod.cli, ["evaluate"])   # random weights would give a meaningless number
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "no model to evaluate" in res.output
     nan = _nan_model(tmp_path / "nan.onnx")
     monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw: _nan_data())
     res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(nan), "--batch-size", "4", "--out", str(tmp_path / "n.json")])

@@ -1,0 +1,120 @@
+"""Where a benchmark ran: CPU model and cores, GPU and driver, library versions, date.
+
+Why apart from the bench: these are facts recorded with every result file, gathered without
+ever failing (a missing nvidia-smi, tensorrt or onnxruntime is recorded as null).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Optional
+
+
+def cpuinfo() -> tuple[Optional[str], Optional[int]]:
+    """CPU model name and physical core count from /proc/cpuinfo (Linux), else (None, None)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, None
+    model, cores, phys = None, set(), None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "model name" and model is None:
+            model = value
+        elif key == "physical id":
+            phys = value
+        elif key == "core id":
+            cores.add((phys, value))
+    return model, (len(cores) or None)
+
+
+def _version(dist: str) -> Optional[str]:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _nvidia_smi() -> Optional[dict]:
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+    except Exception:  # noqa: BLE001 - a machine fact, never a reason to fail the bench
+        return None
+    if not out:
+        return None
+    name, _, driver = out.splitlines()[0].partition(",")
+    return {"name": name.strip(), "driver": driver.strip() or None}
+
+
+def _tensorrt_version() -> Optional[str]:
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("tensorrt") is None:
+            return None
+        import tensorrt
+
+        return str(getattr(tensorrt, "__version__", None))
+    except Exception:  # noqa: BLE001 - only if importable; never fail
+        return None
+
+
+def machine_info() -> dict:
+    """Where the figures were measured: CPU, cores, GPU and driver, library versions, date."""
+    import platform
+    import sys
+
+    from attnvgg import __version__
+
+    model, physical = cpuinfo()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = None
+    gpu = None
+    torch_version = cuda_version = None
+    try:
+        import torch
+
+        torch_version = torch.__version__
+        cuda_version = torch.version.cuda
+        if torch.cuda.is_available():
+            dev = torch.cuda.current_device()
+            major, minor = torch.cuda.get_device_capability(dev)
+            gpu = {"name": torch.cuda.get_device_name(dev), "compute_capability": f"{major}.{minor}",
+                   "driver": None, "count": torch.cuda.device_count()}
+    except Exception:  # noqa: BLE001
+        pass
+    smi = _nvidia_smi()
+    if smi:
+        gpu = {**(gpu or {"name": smi["name"]}), "driver": smi["driver"]}
+    ort = None
+    try:
+        import onnxruntime
+
+        ort = {"version": onnxruntime.__version__, "providers": onnxruntime.get_available_providers()}
+    except Exception:  # noqa: BLE001
+        pass
+    return {
+        "cpu": {"model": model or platform.processor() or None, "logical_cores": os.cpu_count(),
+                "physical_cores": physical, "usable_cores": usable},
+        "gpu": gpu,
+        "versions": {"python": sys.version.split()[0], "attnvgg": __version__, "torch": torch_version,
+                     "cuda": cuda_version, "onnxruntime": ort["version"] if ort else None,
+                     "onnxruntime_providers": ort["providers"] if ort else None,
+                     "onnx": _version("onnx"), "numpy": _version("numpy"), "tensorrt": _tensorrt_version()},
+        "platform": platform.platform(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,247 @@
+"""Find and read result files; turn each kind into one plain record shape.
+
+Why tolerant adapters: the report reads what other stages wrote (bench, evaluate, validate,
+sidecars, the pipeline's notes), and those formats grow. Each adapter names the keys it reads,
+accepts the known spellings, and leaves a value missing rather than guessing it.
+
+Kinds, decided by content (not file name), first match wins:
+
+* report  ``{"format": "attnvgg.report/1"}`` (our own output: ignored)
+* bench   ``{"format": "attnvgg.bench/...", "rows": [...]}`` (attnvgg.engines.bench)
+* parity  ``{"artifact", "cases": [{"runner", "metrics": {"max_abs"}, "passed"}], ...}``
+* accuracy ``{"top1" | "top5" | "top1_agreement" | "reference", ...}`` (attnvgg evaluate); also a
+  list of such objects or ``{"results": [...]}``
+* notes   ``{"skipped": {stage: reason} | [{"stage", "reason"}], "notes": [str]}`` or
+  ``{"stages": {name: {"status": "skipped", "reason"}}}`` (the pipeline's manifest / notes)
+* sidecar a file named ``<artifact>.json`` where the artifact ends in .onnx/.engine/.plan/.trt
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from attnvgg.errors import InputError
+
+REPORT_FORMAT = "attnvgg.report/1"
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
+PYTORCH = "pytorch"
+
+
+@dataclass
+class Results:
+    bench: list[dict] = field(default_factory=list)       # bench rows, each with "_source"
+    machines: list[dict] = field(default_factory=list)    # bench "machine" blocks (distinct)
+    accuracy: list[dict] = field(default_factory=list)    # accuracy_record() outputs
+    parity: list[dict] = field(default_factory=list)      # parity_record() outputs
+    sidecars: dict[str, dict] = field(default_factory=dict)  # artifact path -> sidecar
+    skipped: list[dict] = field(default_factory=list)     # {"what", "reason", "source"}
+    sources: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def has_results(self) -> bool:
+        return bool(self.bench or self.accuracy or self.parity)
+
+
+# ----------------------------------------------------------------------------- discovery
+
+def find_json(inputs: Iterable[Path]) -> list[Path]:
+    """Every .json under the inputs (folders recursively, hidden and staging folders skipped)."""
+    files: list[Path] = []
+    for p in inputs:
+        p = Path(p)
+        if p.is_dir():
+            for root, dirs, names in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files += [Path(root) / n for n in sorted(names) if n.endswith(".json") and not n.startswith(".")]
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"results path not found: {p}", "pass the run folder or result JSON files that exist")
+    seen: set[Path] = set()
+    out = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def read(path: Path) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({str(exc).splitlines()[0][:120]})",
+                         "fix or remove the file, then rerun attnvgg report") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror})", "check the file's permissions") from exc
+
+
+def sidecar_target(path: Path) -> Optional[str]:
+    """``model.onnx.json`` -> ``model.onnx`` (as a path string); None if not a sidecar name."""
+    name = path.name[: -len(".json")]
+    return str(path.with_name(name)) if name.endswith(ARTIFACT_SUFFIXES) else None
+
+
+def classify(data: Any, path: Path) -> Optional[str]:
+    if isinstance(data, list):
+        return "accuracy" if data and all(isinstance(d, dict) and _is_accuracy(d) for d in data) else None
+    if not isinstance(data, dict):
+        return None
+    fmt = str(data.get("format", ""))
+    if fmt == REPORT_FORMAT:
+        return "report"
+    if fmt.startswith("attnvgg.bench") or (isinstance(data.get("rows"), list) and "machine" in data):
+        return "bench"
+    if isinstance(data.get("cases"), list) and "artifact" in data:
+        return "parity"
+    if isinstance(data.get("results"), list) and data["results"] and all(
+            isinstance(d, dict) and _is_accuracy(d) for d in data["results"]):
+        return "accuracy"
+    if sidecar_target(path) is None and _is_accuracy(data):
+        return "accuracy"
+    if isinstance(data.get("skipped"), (dict, list)) or isinstance(data.get("stages"), dict):
+        return "notes"
+    if sidecar_target(path) is not None:
+        return "sidecar"
+    return None
+
+
+def _is_accuracy(d: dict) -> bool:
+    return any(k in d for k in ("top1", "top5", "top1_agreement")) or isinstance(d.get("reference"), dict) and (
+        "images" in d or "samples" in d)
+
+
+# ----------------------------------------------------------------------------- adapters
+
+def fraction(v: Any) -> Optional[float]:
+    """An accuracy as a fraction. Values above 1 are taken as percentages; non-numbers as missing."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        return None
+    return float(v) / 100.0 if v > 1.0 else float(v)
+
+
+def number(v: Any) -> Optional[float]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        return None
+    return float(v)
+
+
+def accuracy_record(d: dict, source: str) -> dict:
+    """Keys read: artifact (or model), runner ({name, backend} or a name), top1, top5,
+    top1_agreement, mean_cosine, samples (or images), reference {kind, name, top1,
+    top1_agreement, mean_cosine}. Accuracies are fractions (0..1); values above 1 are percent."""
+    ref = d.get("reference") if isinstance(d.get("reference"), dict) else {}
+    runner = d.get("runner")
+    if isinstance(runner, dict):
+        runner = runner.get("name") or runner.get("backend")
+    artifact = d.get("artifact") or d.get("model")
+    agreement = d.get("top1_agreement", ref.get("top1_agreement"))
+    cosine = d.get("mean_cosine", ref.get("mean_cosine"))
+    return {
+        "artifact": str(artifact) if artifact else None,
+        "runner": str(runner) if runner else (PYTORCH if artifact == PYTORCH else None),
+        "top1": fraction(d.get("top1")), "top5": fraction(d.get("top5")),
+        "top1_agreement": fraction(agreement), "mean_cosine": number(cosine),
+        "samples": d.get("samples", d.get("images")),
+        "reference_kind": ref.get("kind"), "reference_name": ref.get("name"),
+        "reference_top1": fraction(ref.get("top1")),
+        "source": source,
+    }
+
+
+def parity_record(d: dict, source: str) -> dict:
+    """Keys read: artifact, precision, passed, cases[{runner, metrics{max_abs}, passed}], skipped[str]."""
+    per_runner: dict[str, float] = {}
+    for c in d.get("cases") or []:
+        if not isinstance(c, dict):
+            continue
+        m = number((c.get("metrics") or {}).get("max_abs"))
+        r = str(c.get("runner") or "?")
+        if m is not None:
+            per_runner[r] = max(per_runner.get(r, m), m)
+    return {"artifact": str(d.get("artifact")), "precision": d.get("precision"), "passed": d.get("passed"),
+            "max_abs": per_runner, "source": source}
+
+
+def notes_records(d: dict, source: str) -> list[dict]:
+    out: list[dict] = []
+    sk = d.get("skipped")
+    if isinstance(sk, dict):
+        out += [{"what": str(k), "reason": str(v), "source": source} for k, v in sk.items()]
+    elif isinstance(sk, list):
+        for item in sk:
+            if isinstance(item, dict):
+                what = item.get("stage") or item.get("what") or item.get("artifact") or "?"
+                out.append({"what": str(what), "reason": str(item.get("reason", "")), "source": source})
+            else:
+                out.append({"what": "", "reason": str(item), "source": source})
+    stages = d.get("stages")
+    if isinstance(stages, dict):
+        for name, st in stages.items():
+            if isinstance(st, dict) and st.get("status") == "skipped":
+                out.append({"what": str(name), "reason": str(st.get("reason", "")), "source": source})
+    for n in d.get("notes") or []:
+        if isinstance(n, str):
+            out.append({"what": "note", "reason": n, "source": source})
+    return out
+
+
+# ----------------------------------------------------------------------------- collect
+
+def collect(inputs: Iterable[Path]) -> Results:
+    """Read every result file under ``inputs``. Raises InputError on a malformed file."""
+    res = Results()
+    for path in find_json(inputs):
+        data = read(path)
+        kind = classify(data, path)
+        src = str(path)
+        if kind in (None, "report"):
+            res.ignored.append(src)
+            continue
+        res.sources.append(src)
+        if kind == "bench":
+            _add_bench(res, data, src)
+        elif kind == "parity":
+            res.parity.append(parity_record(data, src))
+            res.skipped += [{"what": f"validate {data.get('artifact')}", "reason": str(s), "source": src}
+                            for s in data.get("skipped") or []]
+        elif kind == "accuracy":
+            items = data if isinstance(data, list) else data.get("results", [data])
+            res.accuracy += [accuracy_record(d, src) for d in items]
+        elif kind == "notes":
+            res.skipped += notes_records(data, src)
+        elif kind == "sidecar":
+            res.sidecars[sidecar_target(path)] = data  # type: ignore[index]
+    return res
+
+
+def _add_bench(res: Results, data: dict, src: str) -> None:
+    for row in data.get("rows") or []:
+        if isinstance(row, dict) and isinstance(row.get("latency_ms"), dict) and row.get("batch"):
+            res.bench.append({**row, "_source": src})
+    for s in data.get("skipped") or []:
+        if isinstance(s, dict):
+            b = f" batch {s['batch']}" if s.get("batch") else ""
+            res.skipped.append({"what": f"bench {s.get('artifact')} on {s.get('runner')}{b}",
+                                "reason": str(s.get("reason", "")), "source": src})
+    m = data.get("machine")
+    if isinstance(m, dict):
+        key = json.dumps({k: v for k, v in m.items() if k != "date"}, sort_keys=True)
+        if all(json.dumps({k: v for k, v in x.items() if k != "date"}, sort_keys=True) != key for x in res.machines):
+            res.machines.append(m)
+
+
+def load_sidecar_beside(artifact: str) -> Optional[dict]:
+    """The sidecar next to an artifact named in a result file, if that file is here to read."""
+    p = Path(artifact + ".json")
+    if not p.is_file():
+        return None
+    data = read(p)
+    return data if isinstance(data, dict) else None
