@@ -59,14 +59,12 @@ def _nvidia_smi() -> Optional[dict]:
 
 
 def _tensorrt_version() -> Optional[str]:
-    import importlib.util
-
+    """The installed tensorrt version, read through the TensorRT module (the one place that
+    imports tensorrt); None where it is absent or does not import."""
     try:
-        if importlib.util.find_spec("tensorrt") is None:
-            return None
-        import tensorrt
+        from attnvgg.engines.tensorrt import installed_tensorrt_version
 
-        return str(getattr(tensorrt, "__version__", None))
+        return installed_tensorrt_version()
     except Exception:  # noqa: BLE001 - only if importable; never fail
         return None
 

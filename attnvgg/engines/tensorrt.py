@@ -66,6 +66,20 @@ def tensorrt_available() -> tuple[bool, str]:
         return False, f"TensorRT availability check failed ({type(exc).__name__}: {_first_line(exc)})"
 
 
+def installed_tensorrt_version() -> Optional[str]:
+    """tensorrt.__version__ if the package imports here, else None. Never raises."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("tensorrt") is None:
+            return None
+        import tensorrt as trt
+
+        return str(getattr(trt, "__version__", None))
+    except Exception:  # noqa: BLE001 - the PyPI stub and broken installs fail in many ways
+        return None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
