@@ -180,7 +180,7 @@ def calibrate_mixed(
     log: Callable[[str], None] = _stderr,
     progress: bool = True,
 ) -> MixedResult:
-    """Search the fewest float groups that meet ``mixed.max_drop``; write that INT8 model to ``out``.
+    """Search few float groups (greedy, see ``search``) that meet ``mixed.max_drop``; write that model to ``out``.
 
     Writes ``out``, its sidecar (with a ``mixed_precision`` entry) and ``out.mixed.json``. When the
     budget cannot be met, writes only ``out.mixed.json`` and raises ``CheckFailed``.
@@ -237,13 +237,14 @@ def calibrate_mixed(
             return plan
 
         cand_path = session.tmp / "candidate.onnx"
-        last_qnodes: dict[frozenset, list[dict]] = {}
+        all_int8_qnodes: list[dict] = []
 
         def measure(float_groups: frozenset) -> Measurement:
             model, _rewired, qnodes = session.build(plan_for(float_groups), check=False)
             onnx.save(model, str(cand_path))
             del model
-            last_qnodes[float_groups] = qnodes
+            if not float_groups:
+                all_int8_qnodes[:] = qnodes
             with OnnxRuntimeRunner(cand_path, name="candidate") as runner:
                 r = evaluate(runner, val, eval_spec, reference_logits=ref.logits, progress=False, log=quiet)
             session.mark("evaluate")
@@ -253,7 +254,7 @@ def calibrate_mixed(
 
         # Candidates: groups that run quantized somewhere in the all-INT8 model, convolutions excepted.
         base = measure(frozenset())
-        quantized = {q["name"] for q in last_qnodes[frozenset()]}
+        quantized = {q["name"] for q in all_int8_qnodes}
         candidates = [g.id for g in groups if g.kind != "conv" and any(n in quantized for n in g.nodes)]
         fixed = [g.id for g in groups if g.kind == "conv"]
         memo = {frozenset(): base}

@@ -1,0 +1,235 @@
+"""Accuracy-aware mixed precision on the built-in trained checkpoint, against the default policy.
+
+Exports the built-in model (``attnvgg.data.builtin_model_config()``, dynamic batch up to 32),
+runs ``calibrate_mixed`` with a top-1 budget on ``builtin:val`` (calibration on ``builtin:calib``,
+fresh cache, so the one calibration pass is visible; if the budget is out of reach with INT8
+convolutions, the failure is printed and the search reruns, from the cache, at the smallest
+budget the model can meet), then calibrates the default model (preset
+``attention``: every attention path in float) from the same images, measures its drop on the same
+validation images, and compares how many layers each keeps in float.
+
+    python bench/mixed_precision.py [--max-drop 0.3] [--val-limit N] [--workdir DIR]
+
+Without ``attnvgg.data`` (before it is merged) the script trains a tiny attention CNN on
+synthetic 32x32 images instead, and says so in its first line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class Arrays:
+    """The Dataset interface over numpy arrays (fallback model only)."""
+
+    def __init__(self, x, y=None, name: str = "arrays"):
+        self.x, self.y, self.name = x, y, name
+        self.classes = [str(i) for i in range(10)]
+        self.has_labels = y is not None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def iter_batches(self, batch_size: int, limit: int | None = None):
+        n = len(self.x) if limit is None else min(limit, len(self.x))
+        for i in range(0, n, batch_size):
+            yield self.x[i:i + batch_size], None if self.y is None else self.y[i:i + batch_size]
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.x.tobytes() + (b"" if self.y is None else self.y.tobytes())).hexdigest()
+
+    def describe(self) -> dict:
+        return {"kind": self.name, "images": len(self.x)}
+
+
+def _fallback(work: Path):
+    """A tiny conv + global attention + SE net trained for a few seconds on synthetic images."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from attnvgg.config import ExportSpec, ModelSpec
+    from attnvgg.export.onnx import export_onnx
+    from attnvgg.models.attention import GlobalAttention, SEBlock
+
+    def images(n, seed):
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 10, n)
+        x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+        for i, k in enumerate(y):
+            cy, cx = (k // 5) * 16 + 2 + rng.integers(0, 8), (k % 5) * 6 + rng.integers(0, 3)
+            x[i, k % 3, cy:cy + 6, cx:cx + 5] += 1.5
+        return x, y.astype(np.int64)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), GlobalAttention(16), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), SEBlock(32), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
+    with torch.no_grad():
+        model[5].gamma.fill_(1.0)
+    x, y = images(2048, 0)
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    for _ in range(150):
+        i = torch.randint(0, len(x), (32,))
+        loss = nn.functional.cross_entropy(model(torch.from_numpy(x[i])), torch.from_numpy(y[i]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    path = export_onnx(ModelSpec(input_size=32, num_classes=10), ExportSpec(batch_max=32), work / "tiny.onnx",
+                       model=model).path
+    xv, yv = images(500, 1)
+    return path, Arrays(images(128, 2)[0], name="calib"), Arrays(xv, yv, name="val"), "tiny CNN trained in this script"
+
+
+def _builtin(work: Path):
+    from attnvgg.config import ExportSpec
+    from attnvgg.data import builtin_model_config, open_dataset
+    from attnvgg.export.onnx import export_onnx
+
+    spec, pre = builtin_model_config()
+    t0 = time.perf_counter()
+    path = export_onnx(spec, ExportSpec(batch_max=32), work / "builtin.onnx", preprocess=pre).path
+    what = (f"built-in checkpoint ({spec.arch}, attention {spec.attention}, width {spec.width}, "
+            f"{spec.input_size} px, {spec.num_classes} classes; exported in {time.perf_counter() - t0:.1f} s)")
+    return path, open_dataset("builtin:calib", pre), open_dataset("builtin:val", pre), what
+
+
+def _float_layers(path: Path) -> tuple[int, int]:
+    """(compute nodes that do not run INT8, compute nodes) in a written Q/DQ graph."""
+    import onnx
+
+    from attnvgg.calibration.graph import QDQ_OPS, SHAPE_OPS, GraphIndex
+    from attnvgg.calibration.policy import quantized_nodes
+
+    m = onnx.load(str(path))
+    idx = GraphIndex.build(m, infer_types=True)
+    q = {n["name"] for n in quantized_nodes(m, idx)}
+    compute = [n for n in m.graph.node if n.op_type not in QDQ_OPS | SHAPE_OPS | {"Constant"}]
+    return sum(n.name not in q for n in compute), len(compute)
+
+
+def _drop(model: Path, reference: Path, val, limit: int | None) -> float:
+    from attnvgg.config import EvaluateSpec
+    from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
+    from attnvgg.validate.accuracy import evaluate
+
+    spec = EvaluateSpec(batch_size=16, limit=limit)
+    with OnnxRuntimeRunner(reference) as r:
+        ref = evaluate(r, val, spec, progress=False).top1
+    with OnnxRuntimeRunner(model) as r:
+        got = evaluate(r, val, spec, progress=False).top1
+    return 100 * (ref - got)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--max-drop", type=float, default=0.3)
+    ap.add_argument("--val-limit", type=int, default=None)
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+
+    import attnvgg.calibration.int8 as int8
+    from attnvgg.calibration.groups import layer_groups
+    from attnvgg.calibration.mixed import calibrate_mixed
+    from attnvgg.config import CalibrateSpec, MixedSpec
+    from attnvgg.errors import CheckFailed
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench-mixed-") if args.workdir is None else None
+    work = Path(args.workdir or tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        from attnvgg.data import builtin_model_config, open_dataset  # noqa: F401
+    except ImportError:
+        src, calib, val, what = _fallback(work)
+        what += " (attnvgg.data is not available here)"
+    else:
+        src, calib, val, what = _builtin(work)
+    print(f"model: {what}")
+    print(f"calibration: {calib.describe().get('kind', calib.describe())}, {len(calib)} images; "
+          f"validation: {len(val) if args.val_limit is None else min(args.val_limit, len(val))} images")
+
+    cache = work / "cache"
+    spec = CalibrateSpec(cache_dir=str(cache))
+    per_image = 100 / (len(val) if args.val_limit is None else min(args.val_limit, len(val)))
+
+    def run(budget: float):
+        before = int8.CALIBRATION_PASSES
+        t0 = time.perf_counter()
+        try:
+            r = calibrate_mixed(src, calib, val, work / "mixed.int8.onnx", spec,
+                                MixedSpec(max_drop=budget, val_limit=args.val_limit), log=lambda m: None,
+                                progress=False)
+        except CheckFailed as exc:
+            report = json.loads((work / "mixed.int8.onnx.mixed.json").read_text())
+            print(f"search (--max-drop {budget:g}): {time.perf_counter() - t0:.1f} s, {report['evaluations']} "
+                  f"evaluations, {report['calibration_passes']} calibration pass(es) "
+                  f"(counter: {int8.CALIBRATION_PASSES - before}) -> CheckFailed: {exc}")
+            return None, report
+        print(f"search (--max-drop {budget:g}): {time.perf_counter() - t0:.1f} s, {r.evaluations} evaluations, "
+              f"{r.calibration_passes} calibration pass(es) (counter: {int8.CALIBRATION_PASSES - before}"
+              f"{', cache hit' if r.cache_hit else ''}), phases {r.calibration.timings}")
+        return r, None
+
+    r, failed = run(args.max_drop)
+    if r is None:
+        # the tightest budget this model can meet with INT8 convolutions, on the image grid
+        budget = math.ceil(failed["last_resort_drop"] / per_image - 1e-9) * per_image
+        print(f"the budget is below what INT8 convolutions allow on these images (one image = {per_image:.2f} "
+              f"points); rerunning at the smallest reachable budget, {budget:g}")
+        r, _ = run(budget)
+    s = r.search
+    print(f"fp32 top-1 {r.fp32_top1:.2%} on {r.val_images} images; all INT8 drop {s.all_int8.drop:.2f} points; "
+          f"last resort (all but convs float) {'not needed' if s.last_resort is None else f'{s.last_resort.drop:.2f}'}")
+    print("sensitivity ranking (one group in float, rest INT8; recovered = all-INT8 minus this):")
+    for k, x in enumerate(s.ranking, 1):
+        print(f"  {k:2d}. {x.group:32s} drop {x.drop:5.2f}  recovered {x.recovered_drop:5.2f} points, "
+              f"logit error {x.error:.2e} (recovered {x.recovered_error:+.2e})")
+    if not s.ranking:
+        print("  (not needed: the all-INT8 model met the budget)")
+    print(f"chosen float groups: {r.float_groups or 'none'} -> top-1 drop {s.final.drop:.2f} points "
+          f"(budget {s.max_drop:g})")
+
+    # the default: every attention path in float (preset "attention"), same calibration images
+    default = int8.calibrate(src, calib, work / "attention.int8.onnx", CalibrateSpec(cache_dir=str(cache)),
+                             log=lambda m: None, progress=False)
+    d_drop = _drop(default.output, src, val, args.val_limit)
+    import onnx
+
+    from attnvgg.calibration.graph import SHAPE_OPS
+
+    groups = layer_groups(onnx.load(str(src)))
+    n_att = sum(g.kind == "attention" for g in groups)
+
+    def line(name: str, float_groups: list[str], excluded: list[dict], path: Path, drop: float) -> None:
+        compute = sum(p["op_type"] not in SHAPE_OPS for p in excluded)
+        att = sum(g.startswith("attention:") for g in float_groups)
+        nf, nt = _float_layers(path)
+        print(f"{name:8s}: {len(float_groups)} float groups {float_groups}, attention blocks in float {att}/{n_att}, "
+              f"{len(excluded)} nodes excluded ({compute} not shape-only), {nf}/{nt} compute nodes not INT8 in "
+              f"the graph, top-1 drop {drop:.2f}")
+
+    d_names = {p["name"] for p in default.excluded}
+    d_groups = [g.id for g in groups if d_names & set(g.nodes)]
+    line("mixed", r.float_groups, r.calibration.excluded, r.output, s.final.drop)
+    line("default", d_groups, default.excluded, default.output, d_drop)
+    fewer = len(r.float_groups) < len(d_groups)
+    print(f"fewer float layer groups than the default: {'yes' if fewer else 'no'} "
+          f"({len(r.float_groups)} vs {len(d_groups)})")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
