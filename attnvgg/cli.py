@@ -287,20 +287,10 @@ def _default_out(model: str, suffix: str) -> str:
 
 def _onnx_input_hw(path: str) -> int:
     """The model's input height (= width), read from the graph without loading its weights."""
-    from attnvgg.errors import InputError
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"ONNX file not found: {p}", "run attnvgg export first or fix the path")
-    try:
-        import onnx
-
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:
-        raise InputError(f"cannot read {p} as ONNX ({type(exc).__name__})", "pass a model written by attnvgg export") from exc
     from attnvgg.calibration.reader import model_input
+    from attnvgg.export.graph import load_onnx
 
-    return model_input(model).chw[1]
+    return model_input(load_onnx(path, load_external_data=False)).chw[1]
 
 
 def _preprocess_for(cfg: Any, hw: int) -> Any:

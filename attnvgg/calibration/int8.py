@@ -35,6 +35,7 @@ from attnvgg.calibration.policy import (
 )
 from attnvgg.calibration.reader import Dataset, InputShape, OneBatch, checked_batches, model_input
 from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, CalibrateSpec, default_tolerances
+from attnvgg.export.graph import load_onnx
 from attnvgg.errors import InputError, StageError, require
 
 #: Real calibration passes run in this process; tests use it to prove a cache hit skipped one.
@@ -75,17 +76,6 @@ def _validate(spec: CalibrateSpec) -> None:
         raise InputError(f"--num-images must be at least 1, got {spec.num_images}", "or leave it out to use every image")
     if not 0 < spec.percentile <= 100:
         raise InputError(f"percentile must be in (0, 100], got {spec.percentile}", "e.g. --percentile 99.999")
-
-
-def _load_source(path: Path) -> Any:
-    onnx = require("onnx", "pip install onnx")
-    if not path.is_file():
-        raise InputError(f"ONNX file not found: {path}", "run attnvgg export first or fix the path")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:
-        raise InputError(f"cannot read {path} as ONNX ({type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''})",
-                         "pass a model written by attnvgg export") from exc
 
 
 def _plan_batches(shape: InputShape, available: int, spec: CalibrateSpec, notes: list[str]) -> tuple[int, int]:
@@ -252,7 +242,7 @@ def calibrate(
         raise InputError(f"output {out} must end in .onnx", "e.g. --out model.int8.onnx")
     if src.exists() and out.resolve() == src.resolve():
         raise InputError(f"--out {out} would overwrite the source model", "choose another output path")
-    model = _load_source(src)
+    model = load_onnx(src)
     require("onnxruntime", 'pip install "attnvgg[cpu]"')
     onnx = require("onnx", "pip install onnx")
     notes: list[str] = []
