@@ -94,6 +94,29 @@ class ValidateSpec:
     locate: bool = False
 
 
+# ---------------------------------------------------------------------------- data / train
+
+@dataclass
+class TrainSpec:
+    """How ``attnvgg train`` fits the small model on the built-in data set.
+
+    Stored in the model TOML beside the checkpoint, so the checkpoint can be regenerated.
+    """
+
+    epochs: int = 5
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 1e-3                        # Adam peak, one-cycle cosine schedule
+    weight_decay: float = 0.0
+    width: float = 0.125
+    attention: list[str] = field(default_factory=lambda: ["global", "global", "global"])
+    input_size: int = 64                    # the built-in images are 64x64
+    gamma_init: float = 1.0                 # attention carries signal from step 1 and stays in use
+    train_limit: int = 0                    # 0: the whole train split; > 0: its first N images
+    val_limit: int = 0                      # 0: the whole val split
+    threads: int = 2                        # torch threads; fixed for reproducible sums
+
+
 @dataclass
 class Config:
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -101,6 +124,7 @@ class Config:
     export: ExportSpec = field(default_factory=ExportSpec)
     simplify: SimplifySpec = field(default_factory=SimplifySpec)
     validate: ValidateSpec = field(default_factory=ValidateSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
 
 
 # ---------------------------------------------------------------------------- load / save
