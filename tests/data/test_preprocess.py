@@ -102,3 +102,22 @@ def test_bad_spec_refused(kw):
 def test_bad_arrays_refused(a, spec):
     with pytest.raises(InputError):
         preprocess_array(a, spec)
+
+
+def test_palette_with_transparency(spec):
+    img = Image.fromarray(np.random.default_rng(6).integers(0, 256, (20, 30, 3), dtype=np.uint8)).convert("P")
+    img.info["transparency"] = bytes([0] * 8 + [255] * 248)   # per-entry alpha, as PNG tRNS
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")     # PIL warns when P+transparency goes straight to RGB
+        out = preprocess_image(img, spec)
+    np.testing.assert_array_equal(out, preprocess_image(img.convert("RGBA").convert("RGB"), spec))
+
+
+def test_package_exports():
+    import attnvgg.data as data
+    import attnvgg.data.train as train_module
+
+    assert callable(train_module.train)
+    assert callable(data.open_dataset) and callable(data.builtin_model_config)
