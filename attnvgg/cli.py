@@ -620,3 +620,37 @@ def report_cmd(results: tuple[str, ...], out_dir: str, plot_batch: int | None) -
     text = Path(paths["markdown"]).read_text()   # type: ignore[arg-type]
     click.echo("\n".join(line for line in text.splitlines() if line.startswith("|")))
     click.echo("wrote " + ", ".join(str(p) for p in paths.values() if p is not None))
+
+# -------------------------------------------------------------------------- train
+
+@cli.command("train")
+@click.option("--out", required=True, type=click.Path(),
+              help="Checkpoint path (x.pt; x.toml is written beside it) or a folder (model.pt + model.toml).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML whose [train] table is the base (a pipeline config or a model TOML); flags override it.")
+@click.option("--epochs", type=int, default=None, help="Passes over the built-in train split (default 5).")
+@click.option("--seed", type=int, default=None, help="Seed for weights, dropout and data order (default 0).")
+@click.option("--width", type=float, default=None, help="Channel width multiplier (default 0.125).")
+@click.option("--attention", default=None, help="Kinds for blocks 3,4,5 from global|se|cbam|none.")
+@click.option("--input-size", type=int, default=None, help="Input height = width in pixels (default 64).")
+@click.option("--batch-size", type=int, default=None, help="Training batch size (default 64).")
+@click.option("--lr", type=float, default=None, help="Adam peak learning rate (one-cycle schedule).")
+@click.option("--gamma-init", type=float, default=None, help="Initial global-attention gamma (default 1.0).")
+@click.option("--train-limit", type=int, default=None, help="Use only the first N training images (0 = all).")
+@click.option("--val-limit", type=int, default=None, help="Evaluate on the first N val images (0 = all).")
+@click.option("--threads", type=int, default=None, help="torch threads (default 2; 0 = torch's default).")
+@click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@handle_errors
+def train_cmd(out: str, config_path: str | None, attention: str | None, quiet: bool, **kw) -> None:
+    """Train the small attention VGG on the built-in data set (seeded, reproducible)."""
+    from attnvgg.data.train import load_train_spec, spec_from_overrides, train
+
+    if attention is not None:
+        kinds = [a.strip() for a in attention.split(",")]
+        kw["attention"] = kinds * 3 if len(kinds) == 1 else kinds
+    spec = spec_from_overrides(load_train_spec(config_path), **kw)
+    log = None if quiet else (lambda msg: click.echo(msg, err=True))
+    res = train(spec, Path(out), log=log)
+    click.echo(f"val top-1 {res['val_top1']:.4f} (gamma=0: {res['val_top1_gamma0']:.4f}) on "
+               f"{res['val_images']} images; trained in {res['train_seconds']:.1f} s")
+    click.echo(f"wrote {res['checkpoint']} and {res['config']}")
