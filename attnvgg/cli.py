@@ -518,7 +518,11 @@ def run(config_path, preset, overrides, out, stages, force):
         if bad:
             raise InputError(f"unknown stage(s) {', '.join(bad)}", f"stages are {', '.join(RUN_STAGES)}")
     click.echo(f"attnvgg run: preset {preset}, run folder {cfg.run.out}")
-    summary = run_pipeline(cfg, selected, force=force, echo=lambda s: click.echo(s))
+    def echo(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()  # keep the progress lines in order with the stages' notes on stderr
+
+    summary = run_pipeline(cfg, selected, force=force, echo=echo)
     click.echo(f"done in {summary['seconds']:.1f} s; report: {summary['report']}")
     if summary.get("failed"):
         raise CheckFailed(f"{len(summary['failed'])} check(s) failed: {', '.join(summary['failed'])}",
