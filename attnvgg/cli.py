@@ -287,20 +287,10 @@ def _default_out(model: str, suffix: str) -> str:
 
 def _onnx_input_hw(path: str) -> int:
     """The model's input height (= width), read from the graph without loading its weights."""
-    from attnvgg.errors import InputError
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"ONNX file not found: {p}", "run attnvgg export first or fix the path")
-    try:
-        import onnx
-
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:
-        raise InputError(f"cannot read {p} as ONNX ({type(exc).__name__})", "pass a model written by attnvgg export") from exc
     from attnvgg.calibration.reader import model_input
+    from attnvgg.export.graph import load_onnx
 
-    return model_input(model).chw[1]
+    return model_input(load_onnx(path, load_external_data=False)).chw[1]
 
 
 def _preprocess_for(cfg: Any, hw: int) -> Any:
@@ -575,7 +565,11 @@ def run(config_path, preset, overrides, out, stages, force):
         if bad:
             raise InputError(f"unknown stage(s) {', '.join(bad)}", f"stages are {', '.join(RUN_STAGES)}")
     click.echo(f"attnvgg run: preset {preset}, run folder {cfg.run.out}")
-    summary = run_pipeline(cfg, selected, force=force, echo=lambda s: click.echo(s))
+    def echo(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()  # keep the progress lines in order with the stages' notes on stderr
+
+    summary = run_pipeline(cfg, selected, force=force, echo=echo)
     click.echo(f"done in {summary['seconds']:.1f} s; report: {summary['report']}")
     if summary.get("failed"):
         raise CheckFailed(f"{len(summary['failed'])} check(s) failed: {', '.join(summary['failed'])}",
@@ -677,3 +671,37 @@ def report_cmd(results: tuple[str, ...], out_dir: str, plot_batch: int | None) -
     text = Path(paths["markdown"]).read_text()   # type: ignore[arg-type]
     click.echo("\n".join(line for line in text.splitlines() if line.startswith("|")))
     click.echo("wrote " + ", ".join(str(p) for p in paths.values() if p is not None))
+
+# -------------------------------------------------------------------------- train
+
+@cli.command("train")
+@click.option("--out", required=True, type=click.Path(),
+              help="Checkpoint path (x.pt; x.toml is written beside it) or a folder (model.pt + model.toml).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML whose [train] table is the base (a pipeline config or a model TOML); flags override it.")
+@click.option("--epochs", type=int, default=None, help="Passes over the built-in train split (default 5).")
+@click.option("--seed", type=int, default=None, help="Seed for weights, dropout and data order (default 0).")
+@click.option("--width", type=float, default=None, help="Channel width multiplier (default 0.125).")
+@click.option("--attention", default=None, help="Kinds for blocks 3,4,5 from global|se|cbam|none.")
+@click.option("--input-size", type=int, default=None, help="Input height = width in pixels (default 64).")
+@click.option("--batch-size", type=int, default=None, help="Training batch size (default 64).")
+@click.option("--lr", type=float, default=None, help="Adam peak learning rate (one-cycle schedule).")
+@click.option("--gamma-init", type=float, default=None, help="Initial global-attention gamma (default 1.0).")
+@click.option("--train-limit", type=int, default=None, help="Use only the first N training images (0 = all).")
+@click.option("--val-limit", type=int, default=None, help="Evaluate on the first N val images (0 = all).")
+@click.option("--threads", type=int, default=None, help="torch threads (default 2; 0 = torch's default).")
+@click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@handle_errors
+def train_cmd(out: str, config_path: str | None, attention: str | None, quiet: bool, **kw) -> None:
+    """Train the small attention VGG on the built-in data set (seeded, reproducible)."""
+    from attnvgg.data.train import load_train_spec, spec_from_overrides, train
+
+    if attention is not None:
+        kinds = [a.strip() for a in attention.split(",")]
+        kw["attention"] = kinds * 3 if len(kinds) == 1 else kinds
+    spec = spec_from_overrides(load_train_spec(config_path), **kw)
+    log = None if quiet else (lambda msg: click.echo(msg, err=True))
+    res = train(spec, Path(out), log=log)
+    click.echo(f"val top-1 {res['val_top1']:.4f} (gamma=0: {res['val_top1_gamma0']:.4f}) on "
+               f"{res['val_images']} images; trained in {res['train_seconds']:.1f} s")
+    click.echo(f"wrote {res['checkpoint']} and {res['config']}")

@@ -209,6 +209,28 @@ class BenchSpec:
     pytorch_baseline: bool = True           # add the PyTorch eager fp32 row ("what users run today")
     seed: int = 0                           # random inputs
 
+# ---------------------------------------------------------------------------- data / train
+
+@dataclass
+class TrainSpec:
+    """How ``attnvgg train`` fits the small model on the built-in data set.
+
+    Stored in the model TOML beside the checkpoint, so the checkpoint can be regenerated.
+    """
+
+    epochs: int = 5
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 1e-3                        # Adam peak, one-cycle cosine schedule
+    weight_decay: float = 0.0
+    width: float = 0.125
+    attention: list[str] = field(default_factory=lambda: ["global", "global", "global"])
+    input_size: int = 64                    # the built-in images are 64x64
+    gamma_init: float = 1.0                 # attention carries signal from step 1 and stays in use
+    train_limit: int = 0                    # 0: the whole train split; > 0: its first N images
+    val_limit: int = 0                      # 0: the whole val split
+    threads: int = 2                        # torch threads; fixed for reproducible sums
+
 
 @dataclass
 class MixedSpec:
@@ -240,6 +262,8 @@ class Config:
 
     bench: BenchSpec = field(default_factory=BenchSpec)
     mixed: MixedSpec = field(default_factory=MixedSpec)
+
+    train: TrainSpec = field(default_factory=TrainSpec)
 
 
 # ---------------------------------------------------------------------------- load / save

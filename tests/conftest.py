@@ -57,3 +57,15 @@ def error_line(result) -> str:
     assert len(lines) == 1, result.output
     assert "Traceback" not in result.output, result.output
     return lines[0]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Tests never read or write the user's calibration cache."""
+    old = os.environ.get("ATTNVGG_CACHE_DIR")
+    os.environ["ATTNVGG_CACHE_DIR"] = str(tmp_path_factory.mktemp("attnvgg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ATTNVGG_CACHE_DIR", None)
+    else:
+        os.environ["ATTNVGG_CACHE_DIR"] = old

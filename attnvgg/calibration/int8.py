@@ -36,6 +36,7 @@ from attnvgg.calibration.policy import (
 )
 from attnvgg.calibration.reader import Dataset, InputShape, OneBatch, checked_batches, model_input
 from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, CalibrateSpec, default_tolerances
+from attnvgg.export.graph import load_onnx
 from attnvgg.errors import InputError, StageError, require
 
 #: Real calibration passes run in this process; tests use it to prove a cache hit skipped one.
@@ -76,17 +77,6 @@ def _validate(spec: CalibrateSpec) -> None:
         raise InputError(f"--num-images must be at least 1, got {spec.num_images}", "or leave it out to use every image")
     if not 0 < spec.percentile <= 100:
         raise InputError(f"percentile must be in (0, 100], got {spec.percentile}", "e.g. --percentile 99.999")
-
-
-def _load_source(path: Path) -> Any:
-    onnx = require("onnx", "pip install onnx")
-    if not path.is_file():
-        raise InputError(f"ONNX file not found: {path}", "run attnvgg export first or fix the path")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:
-        raise InputError(f"cannot read {path} as ONNX ({type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''})",
-                         "pass a model written by attnvgg export") from exc
 
 
 def _plan_batches(shape: InputShape, available: int, spec: CalibrateSpec, notes: list[str]) -> tuple[int, int]:
@@ -259,7 +249,7 @@ class RangeSession:
         self.progress = progress
         self.notes: list[str] = []
         self.src = Path(model_path)
-        self.model: Any = _load_source(self.src)
+        self.model: Any = load_onnx(self.src)
         require("onnxruntime", 'pip install "attnvgg[cpu]"')
         self.shape = model_input(self.model)
         try:

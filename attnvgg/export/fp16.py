@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from attnvgg.artifacts import atomic_path, onnx_hash, sidecar_path, write_json
 from attnvgg.config import Fp16Spec, Tolerance, default_tolerances
+from attnvgg.export.graph import load_onnx
 from attnvgg.errors import CheckFailed, InputError, StageError, require
 
 
@@ -37,17 +38,6 @@ class Fp16Result:
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
-
-
-def _load(path: Path) -> Any:
-    onnx = require("onnx", "pip install onnx")
-    if not path.is_file():
-        raise InputError(f"ONNX file not found: {path}", "run attnvgg export first or fix the path")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:
-        first = str(exc).splitlines()[0][:150] if str(exc) else type(exc).__name__
-        raise InputError(f"cannot read {path} as ONNX ({first})", "pass a model written by attnvgg export") from exc
 
 
 def _check_block_ops(ops: list[str]) -> None:
@@ -74,7 +64,7 @@ def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None 
         raise InputError(f"output {out} must end in .onnx", "e.g. --out model.fp16.onnx")
     if src.exists() and out.resolve() == src.resolve():
         raise InputError(f"--out {out} would overwrite the source model", "choose another output path")
-    model = _load(src)
+    model = load_onnx(src)
     _check_block_ops(spec.block_ops)
     if not any(i.data_type == 1 for i in model.graph.initializer):
         raise InputError(f"{src} has no float32 weights (already fp16 or quantized?)",

@@ -1,0 +1,29 @@
+"""The README's main job: `attnvgg run` on the built-in default, end to end."""
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_default_run_produces_the_report_with_every_row(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli(["run", "--out", str(out), "--set", "bench.min_seconds=0.2", "--set", "bench.iterations=10"])
+    assert res.exit_code == 0, res.output
+    assert "report:" in res.output
+    rep = out / "report"
+    for name in ("report.md", "report.html", "report.json", "report.csv", "report.png"):
+        assert (rep / name).is_file(), name
+    data = json.loads((rep / "report.json").read_text())
+    rows = {(r["runner"].split("-")[0], r["precision"], r.get("flavour")) for r in data["rows"]}
+    for want in (("pytorch", "fp32", None), ("onnxruntime", "fp32", None), ("onnxruntime", "fp16", None),
+                 ("onnxruntime", "int8", "tensorrt"), ("onnxruntime", "int8", "cpu")):
+        assert want in rows, (want, rows)
+    for r in data["rows"]:  # measured, not invented: every row has latency and accuracy
+        assert r["latency"] and r["top1"] is not None, r
+    html = (rep / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table" in html
+    # a rerun with nothing changed runs no stage
+    again = run_cli(["run", "--out", str(out), "--set", "bench.min_seconds=0.2", "--set", "bench.iterations=10"])
+    assert again.exit_code == 0
+    progress = [ln for ln in again.output.splitlines() if ln.startswith("[")]
+    assert progress and all(ln.endswith("cached") or "skipped" in ln for ln in progress), progress
