@@ -293,13 +293,28 @@ def _onnx_input_hw(path: str) -> int:
     return model_input(load_onnx(path, load_external_data=False)).chw[1]
 
 
-def _preprocess_for(cfg: Any, hw: int) -> Any:
-    """The config's preprocessing with the crop the model needs; a conflicting explicit crop is an error."""
+def _preprocess_for(cfg: Any, hw: int, artifact: str | None = None) -> Any:
+    """The preprocessing stored with the model (its export sidecar) when there is one, so every
+    stage sees the tensors export and training saw; else the config's, with the crop the model
+    needs. A config whose [preprocess] contradicts the stored one is an error, not a silent pick."""
     import dataclasses
 
     from attnvgg.config import PreprocessSpec
     from attnvgg.errors import InputError
 
+    stored = None
+    if artifact:
+        from attnvgg.validate.reference import preprocess_spec_for
+
+        stored = preprocess_spec_for(artifact)
+    if stored is not None:
+        if cfg.preprocess != PreprocessSpec() and cfg.preprocess != stored:
+            raise InputError(f"the config's [preprocess] differs from the one stored with {artifact} (in its .json sidecar)",
+                             "drop [preprocess] from the config, or re-export the model with it")
+        if stored.crop != hw:
+            raise InputError(f"the preprocessing stored with {artifact} crops {stored.crop} px but the model takes {hw}",
+                             "re-export the model so its sidecar matches its input")
+        return stored
     pre = dataclasses.replace(cfg.preprocess)
     if pre.crop == hw:
         return pre
@@ -311,10 +326,10 @@ def _preprocess_for(cfg: Any, hw: int) -> Any:
     return pre
 
 
-def _open_data(name: str, cfg: Any, hw: int) -> Any:
+def _open_data(name: str, cfg: Any, hw: int, artifact: str | None = None) -> Any:
     from attnvgg.data import open_dataset
 
-    return open_dataset(name, _preprocess_for(cfg, hw))
+    return open_dataset(name, _preprocess_for(cfg, hw, artifact))
 
 
 @cli.command()
@@ -391,7 +406,7 @@ def calibrate(model: str, data: str | None, out: str | None, config_path: str | 
         spec.data = data
     if _mixed_options(cfg, kw):
         return _calibrate_mixed(model, out, cfg)
-    dataset = _open_data(spec.data, cfg, _onnx_input_hw(model))
+    dataset = _open_data(spec.data, cfg, _onnx_input_hw(model), model)
     from attnvgg.calibration.int8 import calibrate as run_calibration
 
     r = run_calibration(model, dataset, out or _default_out(model, ".int8.onnx"), spec)
@@ -457,7 +472,7 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
     with runner:
         hw = runner.input_metadata()[0].shape[-1]
         hw = hw if hw > 0 else cfg.model.input_size
-        dataset = _open_data(spec.data, cfg, hw)
+        dataset = _open_data(spec.data, cfg, hw, artifact)
         from attnvgg.validate.accuracy import check_budget, evaluate as run_evaluation
 
         result = run_evaluation(runner, dataset, spec, reference=ref_runner, reference_logits=ref_logits,
@@ -506,8 +521,8 @@ def _calibrate_mixed(model: str, out: str | None, cfg: Any) -> None:
     spec = cfg.calibrate
     check_mixed(cfg.mixed)          # bad budgets fail before any data is read
     hw = _onnx_input_hw(model)
-    calib = _open_data(spec.data, cfg, hw)
-    val = _open_data(cfg.mixed.val_data, cfg, hw)
+    calib = _open_data(spec.data, cfg, hw, model)
+    val = _open_data(cfg.mixed.val_data, cfg, hw, model)
 
     r = calibrate_mixed(model, calib, val, out or _default_out(model, ".int8.onnx"), spec, cfg.mixed)
     s = r.search
