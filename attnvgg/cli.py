@@ -512,7 +512,8 @@ def _mixed_options(cfg: Any, kw: dict) -> bool:
         given = [f"--{k.replace('_', '-')}" for k in ("val_data", "val_limit") if kw.get(k) is not None]
         given += ["--allow-float-conv"] if kw.get("allow_float_conv") else []
         if given:
-            raise InputError(f"{' and '.join(given)} only apply to the accuracy search", "add --max-drop POINTS")
+            raise InputError(f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to the accuracy search",
+                             "add --max-drop POINTS")
         return False
     if kw.get("exclude_preset") is not None:
         raise InputError("--exclude-preset and --max-drop both given: the search decides what stays in float",
