@@ -383,6 +383,8 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
               help="Top-1 budget in points vs fp32: search the fewest layer groups to keep in float that meet it.")
 @click.option("--val-data", default=None, help="With --max-drop: labelled data the drop is measured on (default builtin:val).")
 @click.option("--val-limit", type=int, default=None, help="With --max-drop: measure on the first N validation images.")
+@click.option("--allow-float-conv", is_flag=True,
+              help="With --max-drop: convolutions may be kept in float too (slower model; default: always INT8).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config ([calibrate], [mixed], [preprocess]).")
 @handle_errors
 def calibrate(model: str, data: str | None, out: str | None, config_path: str | None, **kw: Any) -> None:
@@ -497,17 +499,21 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
 
 
 def _mixed_options(cfg: Any, kw: dict) -> bool:
-    """Apply --max-drop/--val-data/--val-limit to cfg.mixed; True when a budget search is asked for."""
+    """Apply --max-drop/--val-data/--val-limit/--allow-float-conv to cfg.mixed; True when a budget search is asked for."""
     from attnvgg.errors import InputError
 
     mixed = cfg.mixed
     for key in ("max_drop", "val_data", "val_limit"):
         if kw.get(key) is not None:
             setattr(mixed, key, kw[key])
+    if kw.get("allow_float_conv"):
+        mixed.allow_float_conv = True
     if mixed.max_drop is None:
         given = [f"--{k.replace('_', '-')}" for k in ("val_data", "val_limit") if kw.get(k) is not None]
+        given += ["--allow-float-conv"] if kw.get("allow_float_conv") else []
         if given:
-            raise InputError(f"{' and '.join(given)} only apply to the accuracy search", "add --max-drop POINTS")
+            raise InputError(f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to the accuracy search",
+                             "add --max-drop POINTS")
         return False
     if kw.get("exclude_preset") is not None:
         raise InputError("--exclude-preset and --max-drop both given: the search decides what stays in float",
@@ -527,9 +533,10 @@ def _calibrate_mixed(model: str, out: str | None, cfg: Any) -> None:
     r = calibrate_mixed(model, calib, val, out or _default_out(model, ".int8.onnx"), spec, cfg.mixed)
     s = r.search
     kept = ", ".join(r.float_groups) or "none"
+    convs = ", convolutions allowed" if cfg.mixed.allow_float_conv else ""
     passes = f"{r.calibration_passes} calibration pass" + ("" if r.calibration_passes == 1 else "es")
     click.echo(f"wrote {r.output} (int8 {spec.flavour}, mixed precision: {len(r.float_groups)} of {len(r.candidates)} "
-               f"groups in float [{kept}]; top-1 drop {s.final.drop:.2f} <= {s.max_drop:g} points on {r.val_images} "
+               f"groups in float{convs} [{kept}]; top-1 drop {s.final.drop:.2f} <= {s.max_drop:g} points on {r.val_images} "
                f"images; {passes}{' (cache hit)' if r.cache_hit else ''}, {r.evaluations} evaluations, "
                f"{r.seconds:.1f} s) -> {r.report}")
 

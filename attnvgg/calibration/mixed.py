@@ -3,13 +3,14 @@
 Users give a budget (top-1 points lost against fp32 on a validation subset), not a list of
 layers. The search, like NNCF's accuracy control and Intel Neural Compressor's tuning:
 
-1. quantizes everything (convolutions always stay INT8: they carry ~80 % of the MACs, so a model
-   that needs a float convolution is not the fast model the user asked for) and stops if the
-   budget is met;
+1. quantizes everything and stops if the budget is met. Convolutions stay INT8 by default: they
+   carry ~80 % of the MACs, so a model that needs a float convolution is not the fast model the
+   user asked for; ``MixedSpec.allow_float_conv`` (``--allow-float-conv``) opts them in as
+   candidates, ranked and chosen like every other group;
 2. evaluates the last resort, every candidate group in float, and stops with ``CheckFailed`` if
    even that misses the budget (no model is written);
 3. ranks the candidate groups (``groups.layer_groups``: attention paths, SE/CBAM gates, FC
-   layers, other ops) by sensitivity, measured by keeping one group in float with everything
+   layers, other ops, and convolutions when allowed) by sensitivity, measured by keeping one group in float with everything
    else quantized. That is the question each greedy step asks (how much does reverting this
    group recover in the model we would ship), it includes the interaction with the quantized
    layers around the group, and it is how NNCF's accuracy control ranks (revert one group in
@@ -78,17 +79,32 @@ class SearchResult:
 
 Evaluator = Callable[[frozenset], Measurement]
 
+#: What the last resort keeps in float, by ``allow_float_conv``: in the step log, and in ``CheckFailed``.
+LAST_RESORT = {False: "every group but the convolutions in float", True: "every group in float"}
+_LIMIT = {False: "everything but the convolutions in float", True: "every group in float"}
+
+
+def select_candidates(groups: Sequence, quantized: set[str], allow_float_conv: bool = False) -> list[str]:
+    """Ids of the groups (``groups.LayerGroup``, graph order) the search may keep in float.
+
+    A group is a candidate when one of its nodes runs quantized in the all-INT8 model; conv groups
+    only with ``allow_float_conv``.
+    """
+    return [g.id for g in groups if (allow_float_conv or g.kind != "conv") and any(n in quantized for n in g.nodes)]
+
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
 def search(candidates: Sequence[str], measure: Evaluator, max_drop: float,
-           log: Callable[[str], None] = lambda _m: None) -> SearchResult:
+           log: Callable[[str], None] = lambda _m: None,
+           last_resort: str = LAST_RESORT[False]) -> SearchResult:
     """Greedy accuracy-aware search over ``candidates`` (group ids, graph order).
 
     ``measure(float_groups)`` evaluates the model with those groups in float and the rest INT8.
-    Each configuration is measured at most once.
+    Each configuration is measured at most once. ``last_resort`` names what all candidates in
+    float amount to (``LAST_RESORT``), for the step log.
     """
     if not max_drop >= 0 or math.isinf(max_drop):
         raise InputError(f"the accuracy budget must be a finite number >= 0, got {max_drop}", "e.g. --max-drop 0.5")
@@ -114,7 +130,7 @@ def search(candidates: Sequence[str], measure: Evaluator, max_drop: float,
     base = m(frozenset(), "all INT8")
     if ok(base):
         return done(True, [], base, None, [])
-    last = m(frozenset(candidates), "last resort, every group but the convolutions in float")
+    last = m(frozenset(candidates), f"last resort, {last_resort}")
     if not ok(last):
         return done(False, list(candidates), last, last, [])
     ranking = []
@@ -252,20 +268,22 @@ def calibrate_mixed(
                                error=max(0.0, 1.0 - r.reference.mean_cosine), top1=r.top1,
                                agreement=r.reference.top1_agreement)
 
-        # Candidates: groups that run quantized somewhere in the all-INT8 model, convolutions excepted.
+        # Candidates: groups that run quantized somewhere in the all-INT8 model (convolutions only if allowed).
         base = measure(frozenset())
         quantized = {q["name"] for q in all_int8_qnodes}
-        candidates = [g.id for g in groups if g.kind != "conv" and any(n in quantized for n in g.nodes)]
-        fixed = [g.id for g in groups if g.kind == "conv"]
+        allow_conv = bool(mixed.allow_float_conv)
+        candidates = select_candidates(groups, quantized, allow_conv)
+        fixed = [] if allow_conv else [g.id for g in groups if g.kind == "conv"]
         memo = {frozenset(): base}
-        result = search(candidates, lambda fg: memo[fg] if fg in memo else measure(fg), max_drop, log)
+        result = search(candidates, lambda fg: memo[fg] if fg in memo else measure(fg), max_drop, log,
+                        LAST_RESORT[allow_conv])
         evaluations = result.evaluations
 
         chosen = frozenset(result.float_groups)
         float_nodes = plan_for(chosen).names if result.met else []
         passes = session.passes
         summary = {
-            "max_drop": max_drop, "met": result.met, "metric": "top-1 points lost against fp32",
+            "max_drop": max_drop, "allow_float_conv": allow_conv, "met": result.met, "metric": "top-1 points lost against fp32",
             "drop": result.final.drop, "top1": result.final.top1, "fp32_top1": ref_top1,
             "all_int8_drop": result.all_int8.drop,
             "last_resort_drop": result.last_resort.drop if result.last_resort else None,
@@ -285,9 +303,10 @@ def calibrate_mixed(
             last = f"{result.last_resort.drop:.2f}" if result.last_resort else f"{result.final.drop:.2f}"
             raise CheckFailed(
                 f"top-1 budget {max_drop:g} points not met: drop {last} points on {ref.images} images even with "
-                f"everything but the convolutions in float (all INT8: {result.all_int8.drop:.2f}); no model written "
-                f"(details: {report_path})",
-                "raise --max-drop, calibrate on more representative data, or keep a convolution in float with --exclude")
+                f"{_LIMIT[allow_conv]} (all INT8: {result.all_int8.drop:.2f}); no model written (details: {report_path})",
+                "raise --max-drop or calibrate on more representative data" if allow_conv else
+                "raise --max-drop, calibrate on more representative data, keep a convolution in float with "
+                "--exclude, or let the search keep convolutions in float with --allow-float-conv")
         plan = plan_for(chosen)
         model, rewired, qnodes = session.build(plan, check=True)
         summary["search_s"] = round(time.perf_counter() - t0, 3)

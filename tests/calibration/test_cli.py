@@ -23,7 +23,7 @@ def fake_data(monkeypatch, make_dataset, rand_images):
     from attnvgg import cli as cli_mod
 
     data = make_dataset(rand_images(8))
-    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw: data)
+    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw, artifact=None: data)
     return data
 
 

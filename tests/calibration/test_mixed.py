@@ -235,6 +235,25 @@ def test_unreachable_budget_fails_and_writes_no_model(trained, tmp_path):
     report = json.loads(mixed_report_path(out).read_text())
     assert not report["met"] and report["output"] is None and report["last_resort_drop"] > 5
     assert f"{report['last_resort_drop']:.2f}" in msg
+    assert "--allow-float-conv" in msg and "--exclude" in msg and not report["allow_float_conv"]
+
+
+def test_float_convs_meet_the_budget_that_int8_convs_cannot(trained, tmp_path):
+    """The outlier model misses 5 points with every non-conv group in float (test above); with
+    convolutions as candidates the search ranks them and keeps the offending ones in float."""
+    out = tmp_path / "o.int8.onnx"
+    r = calibrate_mixed(trained.outlier, trained.calib, trained.val, out, _spec(None),
+                        MixedSpec(max_drop=5.0, allow_float_conv=True), log=lambda _m: None, progress=False)
+    ranked = [s.group for s in r.search.ranking]
+    assert r.search.met and any(g.startswith("conv:") for g in ranked)
+    assert any(g.startswith("conv:") for g in r.float_groups)
+    assert r.search.steps[1]["why"] == "last resort, every group in float"
+    assert _drop(out, trained.outlier, trained.val) == pytest.approx(r.search.final.drop) and r.search.final.drop <= 5
+    mp = json.loads(r.calibration.sidecar.read_text())["mixed_precision"]
+    assert mp["allow_float_conv"] is True and mp["int8_always"] == [] and mp["evaluations"] == r.evaluations
+    assert {s["kind"] for s in mp["ranking"]} >= {"conv"}
+    report = json.loads(mixed_report_path(out).read_text())
+    assert report["allow_float_conv"] is True and len(report["steps"]) == r.evaluations
 
 
 def test_unlabelled_validation_set_is_refused(trained, tmp_path):
@@ -250,7 +269,7 @@ def cli_data(monkeypatch, trained):
     from attnvgg import cli as cli_mod
 
     sets = {"calib": trained.calib, "val": trained.val, "unlabelled": ArrayDataset(trained.val.x)}
-    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw: sets[name])
+    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw, artifact=None: sets[name])
     return sets
 
 
@@ -275,15 +294,19 @@ def test_cli_unreachable_budget_exits_1_with_one_line(trained, cli_data, tmp_pat
     assert not (tmp_path / "m.int8.onnx").exists()
 
 
-@pytest.mark.parametrize("case", ["negative", "val_limit", "val_without_budget", "with_preset", "unlabelled"])
+@pytest.mark.parametrize("case", ["negative", "val_limit", "val_without_budget", "with_preset", "unlabelled",
+                                  "float_conv_without_budget"])
 def test_cli_bad_inputs(trained, cli_data, tmp_path, case):
     args = ["calibrate", str(trained.model), "--data", "calib", "--out", str(tmp_path / "o.onnx"), "--no-cache"]
     args += {"negative": ["--max-drop", "-1"],
              "val_limit": ["--max-drop", "1", "--val-data", "val", "--val-limit", "0"],
              "val_without_budget": ["--val-data", "val"],
              "with_preset": ["--max-drop", "1", "--exclude-preset", "attention"],
-             "unlabelled": ["--max-drop", "1", "--val-data", "unlabelled"]}[case]
+             "unlabelled": ["--max-drop", "1", "--val-data", "unlabelled"],
+             "float_conv_without_budget": ["--allow-float-conv"]}[case]
     res = run_cli(args)
     assert res.exit_code == 2, res.output
-    error_line(res)
+    line = error_line(res)
+    if case == "float_conv_without_budget":
+        assert "--allow-float-conv" in line and "--max-drop" in line
     assert not (tmp_path / "o.onnx").exists() and not (tmp_path / "o.onnx.json").exists()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from attnvgg.calibration.mixed import Measurement, search
+from attnvgg.calibration.groups import LayerGroup
+from attnvgg.calibration.mixed import LAST_RESORT, Measurement, search, select_candidates
 from attnvgg.errors import InputError
 
 
@@ -85,3 +86,31 @@ def test_budget_equal_to_the_drop_is_met_despite_float_rounding():
 def test_bad_budget_is_refused(bad):
     with pytest.raises(InputError):
         search(GROUPS, Additive({g: 1.0 for g in GROUPS}), max_drop=bad)
+
+
+# ------------------------------------------------------------------ convolutions as candidates
+
+LAYERS = [LayerGroup("conv:c1", "conv", ["c1"]), LayerGroup("attention:b", "attention", ["sm"]),
+          LayerGroup("conv:c2", "conv", ["c2"]), LayerGroup("fc:a", "fc", ["g"]),
+          LayerGroup("other:shape", "other", ["reshape"])]
+QUANTIZED = {"c1", "sm", "c2", "g"}          # the reshape-only group never runs INT8
+
+
+def test_conv_groups_are_candidates_only_when_allowed():
+    assert select_candidates(LAYERS, QUANTIZED) == ["attention:b", "fc:a"]
+    assert select_candidates(LAYERS, QUANTIZED, allow_float_conv=True) == ["conv:c1", "attention:b", "conv:c2", "fc:a"]
+
+
+def test_budget_out_of_reach_with_int8_convs_is_met_when_convs_may_be_float():
+    drops = {"conv:c1": 0.1, "attention:b": 2.0, "conv:c2": 1.5, "fc:a": 0.2}
+    # without the flag the last resort still pays both convs: 1.6 > 0.5
+    plain = search(select_candidates(LAYERS, QUANTIZED), Additive(drops), max_drop=0.5)
+    assert not plain.met and plain.last_resort.drop == pytest.approx(1.6) and plain.ranking == []
+    assert plain.steps[1]["why"] == f"last resort, {LAST_RESORT[False]}"
+
+    fake = Additive(drops)
+    r = search(select_candidates(LAYERS, QUANTIZED, True), fake, max_drop=0.5, last_resort=LAST_RESORT[True])
+    assert [s.group for s in r.ranking] == ["attention:b", "conv:c2", "fc:a", "conv:c1"]
+    assert r.met and r.float_groups == ["attention:b", "conv:c2"] and r.final.drop == pytest.approx(0.3)
+    assert r.steps[1]["why"] == "last resort, every group in float" and r.last_resort.drop == 0
+    assert r.evaluations == 2 + 4 + 1 == len(set(fake.calls)) == len(fake.calls)
