@@ -190,7 +190,7 @@ def test_cli_evaluate(models, data, tmp_path, monkeypatch):
     from attnvgg import cli as cli_mod
 
     _, path, _ = models
-    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw: data)
+    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw, artifact=None: data)
     out = tmp_path / "acc.json"
     res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(path), "--data", "x", "--out", str(out),
                                            "--save-logits", str(tmp_path / "l.npy"), "--batch-size", "8"])
@@ -209,7 +209,7 @@ def test_cli_evaluate(models, data, tmp_path, monkeypatch):
     res = CliRunner().invoke(cli_mod.cli, ["evaluate"])   # random weights would give a meaningless number
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "no model to evaluate" in res.output
     nan = _nan_model(tmp_path / "nan.onnx")
-    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw: _nan_data())
+    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw, artifact=None: _nan_data())
     res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(nan), "--batch-size", "4", "--out", str(tmp_path / "n.json")])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "the_log" in res.output
     assert not (tmp_path / "n.json").exists()
