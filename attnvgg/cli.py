@@ -115,7 +115,7 @@ def _ints(text: str | None, what: str) -> list[int] | None:
 @click.option("--opset", type=int, default=None, help="ONNX opset [default: 20].")
 @click.option("--static-batch", is_flag=True, default=False, help="Fix the batch instead of a dynamic batch axis.")
 @click.option("--batch-min", type=int, default=None, help="Smallest batch the model serves [default: 1].")
-@click.option("--batch-max", type=int, default=None, help="Largest batch the model serves [default: 64].")
+@click.option("--batch-max", type=int, default=None, help="Largest batch validate proves parity at [default: 16]; the graph itself has an unbounded batch axis.")
 @click.option("--dynamic-hw", is_flag=True, default=False, help="Dynamic H/W: refused unless every --hw-sizes size passes parity.")
 @click.option("--hw-sizes", default=None, help="Sizes that a dynamic-H/W export must prove, e.g. 224,256.")
 @click.option("--external-data", type=click.Choice(["auto", "always", "never"]), default=None,

@@ -55,7 +55,7 @@ class ExportSpec:
     opset: int = 20
     dynamic_batch: bool = True
     batch_min: int = 1
-    batch_max: int = 64
+    batch_max: int = 16                     # largest batch parity is proven at (TensorRT profiles: [build])
     dynamic_hw: bool = False                # refused unless every size in hw_sizes passes parity
     hw_sizes: list[int] = field(default_factory=list)
     external_data: str = "auto"             # "auto" (above 2 GB), "always", "never"
@@ -262,11 +262,8 @@ class Config:
     fp16: Fp16Spec = field(default_factory=Fp16Spec)
     calibrate: CalibrateSpec = field(default_factory=CalibrateSpec)
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
-
-
     bench: BenchSpec = field(default_factory=BenchSpec)
     mixed: MixedSpec = field(default_factory=MixedSpec)
-
     train: TrainSpec = field(default_factory=TrainSpec)
 
 

@@ -211,15 +211,10 @@ def load_model_toml(path: str | Path) -> tuple[ModelSpec, PreprocessSpec, dict[s
 
     The checkpoint path in the file is relative to the TOML's folder, so the pair can move.
     """
-    from attnvgg.config import _toml_loads, from_dict
+    from attnvgg.config import from_dict, read_toml
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"model config not found: {p}", "pass the .toml written beside the checkpoint by attnvgg train")
-    try:
-        data = _toml_loads(p.read_text())
-    except Exception as exc:
-        raise InputError(f"model config {p} is not valid TOML ({exc})", "fix or regenerate it") from exc
+    data = read_toml(p)
     if "model" not in data:
         raise InputError(f"model config {p} has no [model] table", "regenerate it with attnvgg train")
     model = from_dict(ModelSpec, data["model"], "model")
@@ -247,17 +242,11 @@ def load_train_spec(path: str | Path | None) -> TrainSpec:
 
     Other tables are not checked here: a model TOML's [result] is not part of ``Config``.
     """
-    from attnvgg.config import _toml_loads, from_dict
+    from attnvgg.config import from_dict, read_toml
 
     if path is None:
         return TrainSpec()
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"config file not found: {p}", "pass an existing .toml file")
-    try:
-        data = _toml_loads(p.read_text())
-    except Exception as exc:
-        raise InputError(f"config file {p} is not valid TOML ({exc})", "fix the syntax") from exc
+    data = read_toml(path)
     return from_dict(TrainSpec, data.get("train", {}), "train")
 
 
