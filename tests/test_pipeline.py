@@ -9,7 +9,7 @@ from attnvgg.config import dumps_config
 from attnvgg.errors import InputError
 from attnvgg.manifest import Manifest, Step
 from attnvgg.pipeline import effective_config, run_pipeline
-from tests.conftest import error_line, run_cli
+from tests.conftest import run_cli
 
 
 def test_override_order_defaults_preset_file_flags(tmp_path):

@@ -69,7 +69,6 @@ def preprocess_for(spec: TrainSpec) -> PreprocessSpec:
 
 
 def _init_weights(model: Any) -> None:
-    import torch
     from torch import nn
 
     for m in model.modules():
@@ -109,7 +108,7 @@ def train(spec: TrainSpec, out: str | Path, log: Optional[Callable[[str], None]]
     import torch.nn.functional as F
 
     from attnvgg.artifacts import atomic_files, sha256_file
-    from attnvgg.config import dumps_config, to_dict
+    from attnvgg.config import to_dict
     from attnvgg.data import synthetic
     from attnvgg.data.preprocess import preprocess_array, spec_hash
     from attnvgg.models.build import set_gamma

@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from attnvgg.artifacts import atomic_path, onnx_hash, sidecar_path, write_json
 from attnvgg.config import Fp16Spec, Tolerance, default_tolerances

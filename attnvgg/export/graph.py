@@ -92,7 +92,6 @@ def detect_precision(model: Any) -> str:
 
 def summarize(path: str | os.PathLike, model: Any | None = None) -> GraphSummary:
     import numpy as np
-    import onnx
 
     from attnvgg.artifacts import external_data_path, file_size
 

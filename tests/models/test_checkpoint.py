@@ -7,7 +7,7 @@ from torch import nn
 from attnvgg.config import ModelSpec
 from attnvgg.errors import InputError
 from attnvgg.models.build import build_model
-from attnvgg.models.checkpoint import import_torchvision_vgg16, load_into, load_state_dict
+from attnvgg.models.checkpoint import import_torchvision_vgg16, load_state_dict
 from attnvgg.models.vgg import VGG16WithAttention
 
 

@@ -6,7 +6,6 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 import onnx
-import pytest
 from onnx import numpy_helper
 
 from attnvgg.config import Tolerance, ValidateSpec
