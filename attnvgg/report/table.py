@@ -105,7 +105,8 @@ def _prep(chain: list[dict]) -> tuple[Optional[float], Optional[str]]:
         return number(s["build_seconds"]), "build"
     for k in ("calibration_s", "calibration_seconds"):
         if number(s.get(k)) is not None:
-            return number(s[k]), "calibrate"
+            cached = isinstance(s.get("cache"), dict) and s["cache"].get("hit")
+            return number(s[k]), "calibrate, cached ranges" if cached else "calibrate"
     if number(s.get("seconds")) is not None:
         kind = {"fp16": "convert", "int8": "calibrate"}.get(str(s.get("precision")), "export")
         return number(s["seconds"]), kind

@@ -225,3 +225,10 @@ def test_report_never_imports_torch_or_onnxruntime(results_dir, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[2]).stdout
     assert "HEAVY [] True" in out, out
+
+
+def test_calibration_time_says_when_ranges_came_from_the_cache():
+    from attnvgg.report.table import _prep
+
+    assert _prep([{"precision": "int8", "calibration_s": 12.5, "cache": {"hit": False}}]) == (12.5, "calibrate")
+    assert _prep([{"precision": "int8", "calibration_s": 0.0, "cache": {"hit": True}}]) == (0.0, "calibrate, cached ranges")
