@@ -63,7 +63,17 @@ class VGG16WithAttention(nn.Module):
 
     def _initialize_weights(self) -> None:
         """torchvision's VGG initialisation, so random weights keep the signal alive through
-        the depth and random-weight parity checks see input-dependent logits."""
+        the depth and random-weight parity checks see input-dependent logits.
+
+        It draws from a fork of the global RNG: building a model leaves the global stream where
+        PyTorch's default initialisation leaves it, so seeded code that builds a model and then
+        draws more (the trainer's own init, data order, dropout) is unaffected by this choice."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            self._reinit()
+
+    def _reinit(self) -> None:
         from attnvgg.models.attention import GlobalAttention
 
         for m in self.modules():

@@ -65,3 +65,21 @@ def test_attention_changes_model_output(kind):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert not torch.allclose(m(x), plain(x), atol=1e-7)
+
+
+def test_model_init_leaves_the_global_rng_where_default_init_does(monkeypatch):
+    """Seeded code that builds a model and then draws (the trainer) must not depend on our
+    torchvision-style re-initialisation: it draws from a fork of the RNG."""
+    torch.manual_seed(123)
+    a = VGG16WithAttention(8, width=1 / 16)
+    after_ours = torch.rand(4)
+    monkeypatch.setattr(VGG16WithAttention, "_initialize_weights", lambda self: None)
+    torch.manual_seed(123)
+    VGG16WithAttention(8, width=1 / 16)
+    after_default = torch.rand(4)
+    assert torch.equal(after_ours, after_default)
+    # and the re-initialisation itself is seeded: same seed, same weights
+    torch.manual_seed(123)
+    monkeypatch.undo()
+    b = VGG16WithAttention(8, width=1 / 16)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
