@@ -160,7 +160,8 @@ def _tensor_info(value_info: Any) -> TensorInfo:
 
 
 def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
-    """Precision from the graph itself (see the module docstring), with the evidence."""
+    """TensorRT's refusals (QOperator int8, uint8 or non-zero zero points), then the precision and
+    its evidence from ``export.graph.precision_evidence``."""
     import onnx
     from onnx import numpy_helper
 
@@ -191,16 +192,9 @@ def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
                     f"{path} has a non-zero Q/DQ zero point at node {n.name or n.op_type}; TensorRT needs zero point 0",
                     "recalibrate with symmetric quantization (attnvgg calibrate)",
                 )
-        return "int8", f"graph: {len(qdq)} QuantizeLinear/DequantizeLinear nodes"
-    f16 = onnx.TensorProto.FLOAT16
-    n_init = sum(1 for i in graph.initializer if i.data_type == f16)
-    n_cast = sum(1 for n in nodes if n.op_type == "Cast"
-                 and any(a.name == "to" and a.i == f16 for a in n.attribute))
-    n_vals = sum(1 for v in list(graph.input) + list(graph.output) + list(graph.value_info)
-                 if v.type.tensor_type.elem_type == f16)
-    if n_init or n_cast or n_vals:
-        return "fp16", f"graph: {n_init} float16 initializers, {n_cast} Casts to float16, {n_vals} float16 tensors"
-    return "fp32", "graph: no Q/DQ nodes, no float16 tensors"
+    from attnvgg.export.graph import precision_evidence
+
+    return precision_evidence(model)
 
 
 def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:

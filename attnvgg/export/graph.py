@@ -72,22 +72,31 @@ class GraphSummary:
                 f"{' (+external data)' if self.external_data else ''}  opset {self.opset}  precision {self.precision}")
 
 
-def detect_precision(model: Any) -> str:
-    """int8 if the graph has Q/DQ nodes, fp16 if it computes in float16, else fp32."""
+def precision_evidence(model: Any) -> tuple[str, str]:
+    """(precision, why) read from the graph, local functions included: int8 if it has Q/DQ (or
+    QOperator) nodes, fp16 if it computes in float16, else fp32."""
     import onnx
 
-    ops = {n.op_type for n in model.graph.node}
-    if {"QuantizeLinear", "DequantizeLinear"} & ops or any(o.startswith("QLinear") for o in ops):
-        return "int8"
+    graph = model.graph
+    nodes = list(graph.node) + [n for f in model.functions for n in f.node]
+    qdq = sum(1 for n in nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    if qdq:
+        return "int8", f"graph: {qdq} QuantizeLinear/DequantizeLinear nodes"
+    qop = sum(1 for n in nodes if n.op_type.startswith("QLinear") or n.op_type in ("ConvInteger", "MatMulInteger"))
+    if qop:
+        return "int8", f"graph: {qop} QOperator int8 nodes"
     f16 = onnx.TensorProto.FLOAT16
-    if any(t.data_type == f16 for t in model.graph.initializer):
-        return "fp16"
-    for n in model.graph.node:
-        if n.op_type == "Cast":
-            for a in n.attribute:
-                if a.name == "to" and a.i == f16:
-                    return "fp16"
-    return "fp32"
+    n_init = sum(1 for i in graph.initializer if i.data_type == f16)
+    n_cast = sum(1 for n in nodes if n.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in n.attribute))
+    n_vals = sum(1 for v in list(graph.input) + list(graph.output) + list(graph.value_info)
+                 if v.type.tensor_type.elem_type == f16)
+    if n_init or n_cast or n_vals:
+        return "fp16", f"graph: {n_init} float16 initializers, {n_cast} Casts to float16, {n_vals} float16 tensors"
+    return "fp32", "graph: no Q/DQ nodes, no float16 tensors"
+
+
+def detect_precision(model: Any) -> str:
+    return precision_evidence(model)[0]
 
 
 def summarize(path: str | os.PathLike, model: Any | None = None) -> GraphSummary:
