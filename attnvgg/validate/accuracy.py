@@ -269,44 +269,13 @@ def locate_nonfinite(runner: Runner, name: str, x: np.ndarray) -> str:
 
 
 def locate_nonfinite_onnx(path: str | Path, feeds: dict[str, np.ndarray]) -> tuple[str, str, str] | None:
-    """Rerun ``feeds`` with every float node output exposed; return (node, op type, tensor) of the first bad one."""
-    import tempfile
+    """Rerun ``feeds`` with every node output exposed; return (node, op type, tensor) of the first bad one."""
+    from attnvgg.validate.locate import run_all_outputs
 
-    import onnx
-    import onnxruntime as ort
-
-    from attnvgg.calibration.graph import FLOAT_TYPES
-
-    model = onnx.load(str(path))
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    types = {vi.name: vi.type for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
-    existing = {o.name for o in model.graph.output}
-    order = []
-    for node in model.graph.node:
-        for o in node.output:
-            t = types.get(o)
-            if not o or t is None or not t.HasField("tensor_type") or t.tensor_type.elem_type not in FLOAT_TYPES:
-                continue
-            order.append((node.name or node.op_type, node.op_type, o))
-            if o not in existing:
-                vi = onnx.ValueInfoProto()
-                vi.name = o
-                vi.type.CopyFrom(t)
-                model.graph.output.append(vi)
-                existing.add(o)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    with tempfile.TemporaryDirectory(prefix="attnvgg-nan-") as tmp:
-        p = Path(tmp) / "all_outputs.onnx"
-        onnx.save(model, str(p), save_as_external_data=model.ByteSize() > 1_800_000_000)
-        del model
-        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-        names = [o.name for o in sess.get_outputs()]
-        values = dict(zip(names, sess.run(None, feeds)))
-    for node, op, tensor in order:
-        v = values.get(tensor)
-        if v is not None and not np.isfinite(np.asarray(v, dtype=np.float64)).all():
+    tensors, producers = run_all_outputs(Path(path), feeds)
+    for tensor, (node, op, _) in producers.items():
+        v = tensors.get(tensor)
+        if v is not None and not np.isfinite(v.astype(np.float64)).all():
             return node, op, tensor
     return None
 

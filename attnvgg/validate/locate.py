@@ -47,14 +47,24 @@ def _torch_records(model: Any, x: np.ndarray) -> list[tuple[str, str, np.ndarray
     return records
 
 
-def _onnx_all_outputs(path: Path, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, str, str]]]:
-    """Run the graph with every node output exposed; map tensor -> (node name, op, name scope)."""
+def run_all_outputs(path: Path, feeds: dict[str, np.ndarray] | np.ndarray
+                    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, str, str]]]:
+    """Run the graph unoptimised with every node output exposed (a bare array feeds its one input).
+
+    Returns the float tensors by name and, in node order, tensor -> (node name, op type, the
+    dynamo exporter's module name scope or ""). Shared by ``--locate`` and the NaN/Inf locator.
+    """
+    import ast
+    import tempfile
+
     import onnx
 
     from attnvgg.engines.onnxruntime import import_ort
-    from attnvgg.export.graph import input_shape, load_onnx
+    from attnvgg.export.graph import TWO_GB, input_shape, load_onnx
 
     model = load_onnx(path)
+    if isinstance(feeds, np.ndarray):
+        feeds = {input_shape(model)[0]: feeds}
     existing = {o.name for o in model.graph.output}
     producers: dict[str, tuple[str, str, str]] = {}
     for node in model.graph.node:
@@ -62,25 +72,26 @@ def _onnx_all_outputs(path: Path, x: np.ndarray) -> tuple[dict[str, np.ndarray],
         for prop in node.metadata_props:
             if prop.key == "pkg.torch.onnx.name_scopes":
                 try:
-                    import ast
-
                     parts = [p for p in ast.literal_eval(prop.value) if p]
                     scope = parts[-2] if len(parts) >= 2 else (parts[0] if parts else "")
                 except Exception:
                     scope = ""
         for out in node.output:
             if out:
-                producers[out] = (node.name, node.op_type, scope)
+                producers[out] = (node.name or node.op_type, node.op_type, scope)
                 if out not in existing:
                     model.graph.output.append(onnx.ValueInfoProto(name=out))
     ort = import_ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    name, _ = input_shape(model)
-    names = [o.name for o in sess.get_outputs()]
-    values = sess.run(names, {name: x})
+    with tempfile.TemporaryDirectory(prefix="attnvgg-outputs-") as tmp:
+        p = Path(tmp) / "all_outputs.onnx"
+        onnx.save(model, str(p), save_as_external_data=model.ByteSize() >= TWO_GB - (64 << 20))
+        del model
+        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        values = sess.run(names, feeds)
     tensors = {n: np.asarray(v) for n, v in zip(names, values) if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
     return tensors, producers
 
@@ -88,7 +99,7 @@ def _onnx_all_outputs(path: Path, x: np.ndarray) -> tuple[dict[str, np.ndarray],
 def locate_divergence(path: str | os.PathLike, model: Any, x: np.ndarray, atol: float = 1e-4, rtol: float = 1e-3) -> dict:
     path = Path(path)
     records = _torch_records(model, x)
-    tensors, producers = _onnx_all_outputs(path, x)
+    tensors, producers = run_all_outputs(path, x)
     by_shape: dict[tuple, list[str]] = {}
     for n, v in tensors.items():
         by_shape.setdefault(tuple(v.shape), []).append(n)
