@@ -63,13 +63,15 @@ def effective_config(preset: str = "default", config_path: str | None = None, ov
         apply_dict(cfg, read_toml(config_path))
     for text in overrides:
         apply_dict(cfg, parse_override(text))
-    bad = [s for s in cfg.run.stages if s not in RUN_STAGES]
-    if bad:
-        raise InputError(f"unknown stage(s) {', '.join(bad)}", f"stages are {', '.join(RUN_STAGES)}")
-    bad = [v for v in cfg.run.variants if v not in RUN_VARIANTS]
-    if bad:
-        raise InputError(f"unknown variant(s) {', '.join(bad)}", f"variants are {', '.join(RUN_VARIANTS)}")
+    check_names(cfg.run.stages, RUN_STAGES, "stage")
+    check_names(cfg.run.variants, RUN_VARIANTS, "variant")
     return cfg
+
+
+def check_names(names: list[str], allowed: tuple[str, ...], what: str) -> None:
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise InputError(f"unknown {what}(s) {', '.join(bad)}", f"{what}s are {', '.join(allowed)}")
 
 
 def _asdict(obj: Any) -> dict:
@@ -92,7 +94,7 @@ class Paths:
                 "int8-cpu": self.root / "model.int8-cpu.onnx"}[v]
 
 
-def build_steps(cfg: Config, paths: Paths, notes: dict) -> list[Step]:
+def build_steps(cfg: Config, paths: Paths) -> list[Step]:
     m = cfg.model
     steps: list[Step] = []
     ckpt = [Path(m.checkpoint)] if m.checkpoint else []
@@ -294,6 +296,8 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
                  echo: Callable[[str], None] = print) -> dict:
     from attnvgg.artifacts import write_json
 
+    if stages:
+        check_names(stages, RUN_STAGES, "stage")
     root = Path(cfg.run.out)
     root.mkdir(parents=True, exist_ok=True)
     paths = Paths(root)
@@ -301,7 +305,7 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
     selected = set(stages or cfg.run.stages)
     notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model)}
     manifest = Manifest(root)
-    steps = build_steps(cfg, paths, notes)
+    steps = build_steps(cfg, paths)
     summary: dict[str, Any] = {"run_dir": str(root), "steps": {}}
     t_all = time.perf_counter()
     n = len(steps)

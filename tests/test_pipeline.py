@@ -9,7 +9,7 @@ from attnvgg.config import dumps_config
 from attnvgg.errors import InputError
 from attnvgg.manifest import Manifest, Step
 from attnvgg.pipeline import effective_config, run_pipeline
-from tests.conftest import run_cli
+from tests.conftest import error_line, run_cli
 
 
 def test_override_order_defaults_preset_file_flags(tmp_path):
@@ -148,3 +148,9 @@ def test_run_without_tensorrt_skips_build_and_report_says_so(tmp_path):
     assert "pytorch" in report and "model.sim.onnx" in report
     notes = json.loads((tmp_path / "run/notes.json").read_text())
     assert "build" in notes["skipped"]
+
+
+def test_unknown_stage_is_refused_before_anything_runs(tmp_path):
+    res = run_cli(["run", "--preset", "vgg16-224", "--out", str(tmp_path / "r"), "--stages", "export,quantise"])
+    assert res.exit_code == 2 and "unknown stage(s) quantise" in error_line(res)
+    assert not (tmp_path / "r").exists()
