@@ -261,7 +261,8 @@ def build_cmd(onnx: tuple[str, ...], out_dir: str, config_path: str | None, dry_
     The precision is read from each file (Q/DQ nodes = int8, a float16 graph = fp16, else
     fp32); every engine is a strongly typed build, the same on TensorRT 10.x and 11.x.
     """
-    from attnvgg.engines.build_plan import render_plan, run_build
+    from attnvgg.engines.build import run_build
+    from attnvgg.engines.build_plan import render_plan
 
     cfg = load_cfg(config_path)
     for key, value in kw.items():
@@ -439,7 +440,7 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
     import numpy as np
 
     from attnvgg.artifacts import write_json
-    from attnvgg.engines.factory import open_runner
+    from attnvgg.runners.factory import open_runner
     from attnvgg.errors import InputError
 
     cfg = load_cfg(config_path)

@@ -190,7 +190,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
     trt_variants = [v for v in variants if v in ("fp32", "fp16", "int8-tensorrt")]
 
     def trt_reason() -> str | None:
-        from attnvgg.engines.tensorrt import tensorrt_available
+        from attnvgg.runners.tensorrt import tensorrt_available
 
         ok, why = tensorrt_available()
         return None if ok else why
@@ -201,7 +201,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
 
         def build_fn() -> dict:
             from attnvgg.artifacts import write_json
-            from attnvgg.engines.build_plan import run_build
+            from attnvgg.engines.build import run_build
 
             r = run_build([paths.variant(v) for v in trt_variants], build_spec, paths.engines)
             info = {"engines": [str(e.engine) for e in r.plan.engines], "sidecars": r.sidecars}
@@ -255,7 +255,7 @@ def evaluate_to_files(artifact: Path | None, cfg: Config, out: Path, save_logits
 
     from attnvgg.artifacts import atomic_path, write_json
     from attnvgg.data import open_dataset
-    from attnvgg.engines.factory import open_runner
+    from attnvgg.runners.factory import open_runner
     from attnvgg.validate.accuracy import evaluate
 
     ds = open_dataset(cfg.evaluate.data, cfg.preprocess)

@@ -121,7 +121,7 @@ def _float_layers(path: Path) -> tuple[int, int]:
 
 def _drop(model: Path, reference: Path, val, limit: int | None) -> float:
     from attnvgg.config import EvaluateSpec
-    from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
+    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
     from attnvgg.validate.accuracy import evaluate
 
     spec = EvaluateSpec(batch_size=16, limit=limit)

@@ -40,7 +40,7 @@ try:
     import onnxruntime  # noqa: F401
 except ImportError:
     missing.append("onnxruntime is not installed")
-from attnvgg.engines.tensorrt import tensorrt_available
+from attnvgg.runners.tensorrt import tensorrt_available
 ok, why = tensorrt_available()
 if not ok:
     missing.append(why)

@@ -133,7 +133,7 @@ def test_run_stage_needing_missing_input(tmp_path):
 
 
 def test_run_without_tensorrt_skips_build_and_report_says_so(tmp_path):
-    from attnvgg.engines.tensorrt import tensorrt_available
+    from attnvgg.runners.tensorrt import tensorrt_available
 
     ok, why = tensorrt_available()
     if ok:

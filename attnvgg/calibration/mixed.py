@@ -207,7 +207,7 @@ def calibrate_mixed(
     from attnvgg.calibration.graph import GraphIndex
     from attnvgg.calibration.groups import float_closure, layer_groups
     from attnvgg.calibration.policy import ExclusionPlan, Protected, plan_exclusions
-    from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
+    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
     from attnvgg.validate.accuracy import evaluate
 
     t0 = time.perf_counter()

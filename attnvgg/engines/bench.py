@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from attnvgg.config import BenchSpec, ModelSpec
-from attnvgg.engines.machine import cpuinfo, machine_info
+from attnvgg.machine import cpuinfo, machine_info
 from attnvgg.errors import AttnvggError, InputError, MissingDependency
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from attnvgg.engines.base import Runner
+    from attnvgg.runners.base import Runner
 
 BENCH_FORMAT = "attnvgg.bench/1"
 PYTORCH = "pytorch"
@@ -274,7 +274,7 @@ def _input_chw(runner: "Runner", artifact: Path, model_spec: Optional[ModelSpec]
 def _runners_for(artifact: str, spec: BenchSpec, model_spec: Optional[ModelSpec],
                  skip: Callable[[str, str], None]) -> list[tuple["Runner", dict]]:
     """(runner, row meta) for each device the artifact is benched on; unavailable ones go to ``skip``."""
-    from attnvgg.engines.factory import open_runner
+    from attnvgg.runners.factory import open_runner
 
     out: list[tuple[Runner, dict]] = []
     if artifact == PYTORCH:
@@ -292,7 +292,7 @@ def _runners_for(artifact: str, spec: BenchSpec, model_spec: Optional[ModelSpec]
     path = Path(artifact)
     meta = artifact_meta(path)
     if path.suffix in ENGINE_SUFFIXES:
-        from attnvgg.engines.tensorrt import tensorrt_available
+        from attnvgg.runners.tensorrt import tensorrt_available
 
         ok, why = tensorrt_available()
         if not ok:

@@ -33,7 +33,7 @@ from attnvgg.errors import InputError, MissingDependency, StageError
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from attnvgg.engines.base import Runner
+    from attnvgg.runners.base import Runner
 
 Step = Callable[[], "tuple[float, Optional[float]]"]
 

@@ -128,7 +128,7 @@ def check_parity(ref_path: Path, fp16_path: Path, tol: Tolerance, samples: int, 
     """fp16 vs fp32 logits on seeded random N(0, 1) inputs (normalised images have that scale)."""
     import numpy as np
 
-    from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
+    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
     from attnvgg.validate.metrics import compare, passes
 
     with OnnxRuntimeRunner(ref_path, name="fp32") as ref, OnnxRuntimeRunner(fp16_path, name="fp16") as cand:

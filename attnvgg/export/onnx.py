@@ -213,7 +213,7 @@ def _prove_dynamic_hw(model: Any, path: Path, model_spec: ModelSpec, spec: Expor
     import numpy as np
     import torch
 
-    from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
+    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
     from attnvgg.validate.metrics import compare, passes
 
     tol = Tolerance()

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from attnvgg.config import EvaluateSpec
-from attnvgg.engines.base import Runner
+from attnvgg.runners.base import Runner
 from attnvgg.errors import CheckFailed, InputError
 
 

@@ -59,7 +59,7 @@ def run_all_outputs(path: Path, feeds: dict[str, np.ndarray] | np.ndarray
 
     import onnx
 
-    from attnvgg.engines.onnxruntime import import_ort
+    from attnvgg.runners.onnxruntime import import_ort
     from attnvgg.export.graph import TWO_GB, input_shape, load_onnx
 
     model = load_onnx(path)

@@ -99,8 +99,8 @@ def run_parity(
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
 ) -> ParityResult:
-    from attnvgg.engines.factory import open_runner
-    from attnvgg.engines.torch import TorchRunner
+    from attnvgg.runners.factory import open_runner
+    from attnvgg.runners.torch import TorchRunner
     from attnvgg.models.build import build_model
     from attnvgg.validate.metrics import compare, passes
     from attnvgg.validate.reference import lineage, precision_of

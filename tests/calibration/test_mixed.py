@@ -124,7 +124,7 @@ def _search(t: Trained, out: Path, budget: float, cache: Path | None = None, mod
 
 def _drop(model: Path, reference: Path, val: ArrayDataset) -> float:
     """Top-1 points lost, measured from scratch with the evaluate stage on both files."""
-    from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
+    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
     from attnvgg.validate.accuracy import evaluate
 
     with OnnxRuntimeRunner(reference) as r:

@@ -112,7 +112,7 @@ def test_ort_default_threads_recorded(tiny_onnx):
 
 
 def test_bench_runner_direct(tiny_onnx):
-    from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
+    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
     runner = OnnxRuntimeRunner(tiny_onnx)
     rows = bench.bench_runner(runner, [3], BenchSpec(threads=2, **FAST), (3, 32, 32), row_meta={"artifact": "x"})
@@ -157,7 +157,7 @@ def test_cuda_runners_skipped_with_reason(tiny_onnx):
 
 
 def test_engine_without_tensorrt_skipped(tmp_path):
-    from attnvgg.engines.tensorrt import tensorrt_available
+    from attnvgg.runners.tensorrt import tensorrt_available
 
     ok, _ = tensorrt_available()
     if ok:

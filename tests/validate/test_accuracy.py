@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from attnvgg.config import EvaluateSpec
-from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
-from attnvgg.engines.torch import TorchRunner
+from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
+from attnvgg.runners.torch import TorchRunner
 from attnvgg.errors import CheckFailed, InputError
 from attnvgg.validate.accuracy import check_budget, evaluate
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from attnvgg.cli import cli
-from attnvgg.engines.tensorrt import tensorrt_available
+from attnvgg.runners.tensorrt import tensorrt_available
 
 ROOT = Path(__file__).resolve().parents[3]
 EXPECTED = {"server": ("1x3x8x8", "16x3x8x8", "64x3x8x8"), "edge": ("1x3x8x8", "1x3x8x8", "8x3x8x8")}
@@ -84,7 +84,7 @@ def test_dry_run_never_imports_tensorrt_or_torch(onnx_files, tmp_path):
         sys.meta_path.insert(0, Block())
         from attnvgg.cli import cli
         cli(['build', {str(onnx_files['int8'])!r}, '--out', {str(tmp_path / 'o')!r}, '--dry-run'], standalone_mode=False)
-        from attnvgg.engines.tensorrt import tensorrt_available
+        from attnvgg.runners.tensorrt import tensorrt_available
         ok, why = tensorrt_available()
         assert ok is False and 'tensorrt' in why, why
         print('OK', why)
@@ -160,11 +160,11 @@ def test_only_the_tensorrt_module_imports_tensorrt():
 
     pattern = re.compile(r"^\s*(import tensorrt\b|from tensorrt\b)", re.M)
     users = sorted(str(p.relative_to(ROOT)) for p in pkg.rglob("*.py") if pattern.search(p.read_text()))
-    assert users == ["attnvgg/engines/tensorrt.py"]
+    assert users == ["attnvgg/runners/tensorrt.py"]
 
 
 def test_runner_refuses_missing_engine(tmp_path):
-    from attnvgg.engines.tensorrt import TensorRTRunner
+    from attnvgg.runners.tensorrt import TensorRTRunner
     from attnvgg.errors import InputError
 
     with pytest.raises(InputError, match="engine file not found"):
@@ -173,7 +173,7 @@ def test_runner_refuses_missing_engine(tmp_path):
 
 @pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT and a GPU are present")
 def test_runner_without_tensorrt_is_missing_dependency(tmp_path):
-    from attnvgg.engines.tensorrt import TensorRTRunner
+    from attnvgg.runners.tensorrt import TensorRTRunner
     from attnvgg.errors import MissingDependency
 
     e = tmp_path / "m.engine"

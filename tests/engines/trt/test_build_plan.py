@@ -11,9 +11,9 @@ import pytest
 
 from attnvgg.config import BuildSpec, Config, from_dict
 from attnvgg.engines.build_plan import (
-    PRESETS, engine_path_for, inspect_onnx, plan_build, resolve_options, trt_capabilities, trtexec_args,
-    trtexec_script,
+    PRESETS, engine_path_for, inspect_onnx, plan_build, resolve_options, trtexec_args, trtexec_script,
 )
+from attnvgg.runners.trt_compat import trt_capabilities
 from attnvgg.errors import InputError, MissingDependency
 
 

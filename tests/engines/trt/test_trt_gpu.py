@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnvgg.engines.tensorrt import tensorrt_available
+from attnvgg.runners.tensorrt import tensorrt_available
 
 OK, WHY = tensorrt_available()
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu,
@@ -84,7 +84,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(tiny):
     from attnvgg.config import BuildSpec
-    from attnvgg.engines.build_plan import run_build
+    from attnvgg.engines.build import run_build
 
     model, files, d = tiny
     res = run_build(list(files.values()), BuildSpec(preset="edge", optimization_level=1), d / "engines")
@@ -111,7 +111,7 @@ def test_engines_and_files_written(built):
 
 @pytest.mark.parametrize("precision,min_cos,atol", [("fp32", 0.99999, 1e-3), ("fp16", 0.999, None), ("int8", 0.98, None)])
 def test_engine_parity_with_pytorch_and_onnxruntime(built, precision, min_cos, atol):
-    from attnvgg.engines.tensorrt import TensorRTRunner
+    from attnvgg.runners.tensorrt import TensorRTRunner
 
     model, files, res = built
     if precision not in files:
@@ -138,7 +138,7 @@ def test_engine_parity_with_pytorch_and_onnxruntime(built, precision, min_cos, a
 def test_infer_device_and_stream(built):
     import torch
 
-    from attnvgg.engines.tensorrt import TensorRTRunner
+    from attnvgg.runners.tensorrt import TensorRTRunner
 
     ep = built[2].plan.engines[0]
     with TensorRTRunner(ep.engine) as runner:
@@ -153,7 +153,7 @@ def test_infer_device_and_stream(built):
 
 
 def test_batch_outside_profile_refused(built):
-    from attnvgg.engines.tensorrt import TensorRTRunner
+    from attnvgg.runners.tensorrt import TensorRTRunner
     from attnvgg.errors import InputError
 
     ep = built[2].plan.engines[0]
@@ -165,7 +165,7 @@ def test_mismatched_sidecar_refused_on_load(built, tmp_path):
     import shutil
 
     from attnvgg.artifacts import read_json, write_json
-    from attnvgg.engines.tensorrt import TensorRTRunner
+    from attnvgg.runners.tensorrt import TensorRTRunner
     from attnvgg.errors import InputError
 
     ep = built[2].plan.engines[0]
@@ -180,7 +180,7 @@ def test_mismatched_sidecar_refused_on_load(built, tmp_path):
 
 def test_timing_cache_reused_on_rebuild(tiny, built):
     from attnvgg.config import BuildSpec
-    from attnvgg.engines.build_plan import run_build
+    from attnvgg.engines.build import run_build
 
     _, files, res = built
     again = run_build([files["fp32"]], BuildSpec(preset="edge", optimization_level=1), res.plan.out_dir)

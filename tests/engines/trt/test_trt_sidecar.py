@@ -8,9 +8,8 @@ import pytest
 
 from attnvgg.artifacts import sha256_file, write_json
 from attnvgg.config import BuildSpec
-from attnvgg.engines.build_plan import (
-    SIDECAR_FORMAT, RuntimeEnv, check_sidecar, load_sidecar, make_sidecar, plan_build,
-)
+from attnvgg.engines.build_plan import make_sidecar, plan_build
+from attnvgg.runners.trt_compat import SIDECAR_FORMAT, RuntimeEnv, check_sidecar, load_sidecar
 from attnvgg.errors import InputError
 
 H200 = RuntimeEnv("10.13.0.35", "NVIDIA H200", "9.0")

@@ -62,7 +62,7 @@ def _tensorrt_version() -> Optional[str]:
     """The installed tensorrt version, read through the TensorRT module (the one place that
     imports tensorrt); None where it is absent or does not import."""
     try:
-        from attnvgg.engines.tensorrt import installed_tensorrt_version
+        from attnvgg.runners.tensorrt import installed_tensorrt_version
 
         return installed_tensorrt_version()
     except Exception:  # noqa: BLE001 - only if importable; never fail

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attnvgg.engines.base import Runner, TensorMeta
+from attnvgg.runners.base import Runner, TensorMeta
 from attnvgg.errors import InputError, MissingDependency
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}

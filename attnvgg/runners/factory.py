@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from attnvgg.engines.base import Runner
+from attnvgg.runners.base import Runner
 from attnvgg.errors import InputError
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -23,7 +23,7 @@ def open_runner(
     if artifact is None:
         if model_spec is None:
             raise InputError("no model given", "pass an .onnx or .engine file, or model options")
-        from attnvgg.engines.torch import TorchRunner
+        from attnvgg.runners.torch import TorchRunner
         from attnvgg.models.build import build_model
 
         shape = (-1, model_spec.in_channels, model_spec.input_size, model_spec.input_size)
@@ -32,11 +32,11 @@ def open_runner(
     if not p.exists():
         raise InputError(f"file not found: {p}", "check the path (attnvgg export / build write these files)")
     if p.suffix == ".onnx":
-        from attnvgg.engines.onnxruntime import OnnxRuntimeRunner
+        from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(p, provider=provider, threads=threads)
     if p.suffix in ENGINE_SUFFIXES:
-        from attnvgg.engines.tensorrt import TensorRTRunner  # written with the TensorRT stage
+        from attnvgg.runners.tensorrt import TensorRTRunner
 
         return TensorRTRunner(p)
     raise InputError(f"{p} is neither an ONNX model (.onnx) nor a TensorRT engine (.engine/.plan)",

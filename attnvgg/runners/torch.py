@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from attnvgg.engines.base import Runner, TensorMeta
+from attnvgg.runners.base import Runner, TensorMeta
 
 
 class TorchRunner(Runner):

@@ -1,0 +1,300 @@
+"""The only module that imports tensorrt: availability, the process's logger, the engine runner.
+
+Written against the TensorRT Python API that 10.x and 11.x share (checked against the
+bindings source of both: python/src/infer/pyCore.cpp, parsers/pyOnnx.cpp). The one version
+difference that matters here, the STRONGLY_TYPED network flag, is decided in
+``build_plan.trt_capabilities``. No FP16/INT8 builder flag and no calibrator are used: the
+precision is in the ONNX graph. All decisions (profiles, flags, sidecar checks) live in
+``build_plan`` and are tested on CPU; this module only carries them out on a GPU.
+
+``tensorrt`` and ``torch`` are imported inside functions, so importing this module is cheap
+and works without either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from attnvgg.errors import InputError, MissingDependency, StageError
+from attnvgg.runners.base import Runner, TensorMeta
+from attnvgg.runners.trt_compat import INSTALL_HINT, RuntimeEnv, check_sidecar, load_sidecar, trt_capabilities
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+
+# ----------------------------------------------------------------------------- availability
+
+def tensorrt_available() -> tuple[bool, str]:
+    """(True, what) if engines can be built and run here, else (False, why). Never raises.
+
+    The pipeline's ``run`` uses this to skip the engine stage and say why in its report.
+    """
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorrt") is None:
+            return False, f'the tensorrt package is not installed; {INSTALL_HINT}'
+        try:
+            import tensorrt as trt
+        except Exception as exc:  # the PyPI stub and broken installs fail in many ways
+            return False, f"tensorrt does not import ({type(exc).__name__}: {_first_line(exc)}); {INSTALL_HINT}"
+        version = str(getattr(trt, "__version__", "unknown"))
+        try:
+            trt_capabilities(version)
+        except MissingDependency as exc:
+            return False, exc.one_line()
+        try:
+            import torch
+        except Exception as exc:
+            return False, f"torch does not import ({_first_line(exc)}); the TensorRT runner uses torch CUDA tensors"
+        if not torch.cuda.is_available():
+            cuda = torch.version.cuda or "none: a CPU-only torch build"
+            return False, (f"TensorRT {version} is installed but torch sees no CUDA GPU "
+                           f"(torch {torch.__version__}, CUDA {cuda}); TensorRT needs an NVIDIA GPU and driver")
+        return True, f"TensorRT {version} on {torch.cuda.get_device_name(torch.cuda.current_device())}"
+    except Exception as exc:  # pragma: no cover - belt and braces: this must not raise
+        return False, f"TensorRT availability check failed ({type(exc).__name__}: {_first_line(exc)})"
+
+
+def installed_tensorrt_version() -> Optional[str]:
+    """tensorrt.__version__ if the package imports here, else None. Never raises."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("tensorrt") is None:
+            return None
+        import tensorrt as trt
+
+        return str(getattr(trt, "__version__", None))
+    except Exception:  # noqa: BLE001 - the PyPI stub and broken installs fail in many ways
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def require_tensorrt() -> Any:
+    """The tensorrt module, or MissingDependency (exit 4) saying what is missing."""
+    ok, why = tensorrt_available()
+    if not ok:
+        raise MissingDependency(f"cannot build or run TensorRT engines here: {why}")
+    import tensorrt as trt
+
+    return trt
+
+
+def runtime_env() -> RuntimeEnv:
+    """The TensorRT version and GPU an engine built or loaded now is tied to."""
+    trt = require_tensorrt()
+    import torch
+
+    dev = torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(dev)
+    return RuntimeEnv(str(trt.__version__), torch.cuda.get_device_name(dev), f"{major}.{minor}")
+
+
+def _logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps errors so failures can be reported in one line."""
+
+    sev = trt.ILogger.Severity
+    errors = {sev.INTERNAL_ERROR, sev.ERROR}
+    shown = errors | {sev.WARNING}
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:  # called from C++: must not raise
+            try:
+                if severity in errors:
+                    self.errors.append(" ".join(str(msg).split()))
+                if severity in shown:
+                    sys.stderr.write(f"[TensorRT] {msg}\n")
+            except Exception:
+                pass
+
+    return _Logger()
+
+
+# ----------------------------------------------------------------------------- runner
+
+def _torch_dtype(trt: Any, dt: Any) -> "torch.dtype":
+    import torch
+
+    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
+             trt.int8: torch.int8, trt.int32: torch.int32, trt.int64: torch.int64,
+             trt.bool: torch.bool, trt.uint8: torch.uint8}
+    if dt not in table:
+        raise StageError(f"engine tensor type {dt} has no torch equivalent", "rebuild with float/int I/O")
+    return table[dt]
+
+
+class TensorRTRunner(Runner):
+    """Runs a TensorRT engine on torch CUDA tensors.
+
+    ``infer`` takes and returns numpy arrays (the common runner interface; copies included).
+    ``infer_device`` takes and returns CUDA tensors and ``stream`` is the CUDA stream the engine
+    runs on, so a bench can time compute (events on ``stream`` around ``infer_device``) apart
+    from end to end (``infer``). Loading refuses an engine whose sidecar names another
+    TensorRT version or GPU (see ``build_plan.check_sidecar``); ``check=False`` skips that,
+    for engines built elsewhere by trtexec.
+    """
+
+    backend = "tensorrt"
+
+    def __init__(self, engine_path: str | os.PathLike, name: Optional[str] = None, check: bool = True):
+        super().__init__(name)
+        self.path = Path(engine_path)
+        self.check = check
+        self.sidecar: Optional[dict] = None
+        self.engine: Any = None
+        self.context: Any = None
+        self._stream: Any = None
+        self._trt: Any = None
+        self._inputs: list[str] = []
+        self._outputs: list[str] = []
+        self._dtypes: dict[str, Any] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def activate_impl(self) -> None:
+        if not self.path.is_file():
+            raise InputError(f"engine file not found: {self.path}", "build it with: attnvgg build MODEL.onnx --out DIR")
+        trt = require_tensorrt()
+        import torch
+
+        from attnvgg.artifacts import sha256_file
+
+        if self.check:
+            self.sidecar = load_sidecar(self.path)
+            # Before deserializing: a foreign engine can fail in ways that are hard to read.
+            check_sidecar(self.sidecar, runtime_env(), self.path, engine_sha256=sha256_file(self.path))
+        runtime = trt.Runtime(_logger(trt))
+        if self.sidecar and (self.sidecar.get("build_options") or {}).get("version_compatible"):
+            # A version-compatible plan carries its lean runtime (host code): allow it, as
+            # TensorRT requires, only for engines we built (sidecar checked above).
+            runtime.engine_host_code_allowed = True
+        dla_core = (self.sidecar or {}).get("build_options", {}).get("dla_core")
+        if dla_core is not None:
+            runtime.DLA_core = int(dla_core)   # a DLA engine runs on the core it was built for
+        engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise StageError(f"TensorRT could not load {self.path}",
+                             "rebuild it here with: attnvgg build MODEL.onnx --out " + str(self.path.parent))
+        self._trt, self._runtime, self.engine = trt, runtime, engine
+        self.context = engine.create_execution_context()
+        if self.context is None:
+            raise StageError(f"TensorRT could not create an execution context for {self.path}",
+                             "free GPU memory or use an engine with a smaller max batch")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._dtypes = {n: _torch_dtype(trt, engine.get_tensor_dtype(n)) for n in names}
+        # A dedicated stream: enqueueing on the legacy default stream makes TensorRT synchronize.
+        self._stream = torch.cuda.Stream()
+
+    def deactivate_impl(self) -> None:
+        self.context = None
+        self.engine = None
+        self._runtime = None
+        self._stream = None
+
+    # -- metadata ---------------------------------------------------------------------------
+    @property
+    def stream(self) -> "torch.cuda.Stream":
+        if self._stream is None:
+            raise RuntimeError("activate the runner first")
+        return self._stream
+
+    def input_metadata(self) -> list[TensorMeta]:
+        if self.engine is None:
+            raise RuntimeError("activate the runner first")
+        out = []
+        for n in self._inputs:
+            dtype = str(self._dtypes[n]).replace("torch.", "")
+            out.append(TensorMeta(n, dtype, tuple(int(d) for d in self.engine.get_tensor_shape(n))))
+        return out
+
+    def output_names(self) -> list[str]:
+        if self.engine is None:
+            raise RuntimeError("activate the runner first")
+        return list(self._outputs)
+
+    def profile_shapes(self) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """Input name -> (min, opt, max) shapes of optimization profile 0."""
+        return {n: tuple(tuple(int(d) for d in s) for s in self.engine.get_tensor_profile_shape(n, 0))
+                for n in self._inputs}
+
+    # -- inference --------------------------------------------------------------------------
+    def infer_device(self, feeds: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+        """Run on CUDA tensors; outputs are CUDA tensors usable on the current stream."""
+        import torch
+
+        if not self.is_active:
+            raise RuntimeError(f"runner {self.name} used before activate(); use it in a with block")
+        missing = sorted(set(self._inputs) - set(feeds))
+        unknown = sorted(set(feeds) - set(self._inputs))
+        if missing or unknown:
+            raise InputError(f"{self.path.name} takes inputs {self._inputs}; got {sorted(feeds)}",
+                             "name the inputs as the model does")
+        ctx, stream = self.context, self._stream
+        stream.wait_stream(torch.cuda.current_stream())
+        keep = []
+        for name in self._inputs:
+            t = feeds[name]
+            if not t.is_cuda or t.dtype != self._dtypes[name]:
+                raise InputError(f"input {name} is a {t.dtype} tensor on {t.device}; the engine takes {self._dtypes[name]} on CUDA",
+                                 "convert it, or use infer() with numpy arrays")
+            t = t.contiguous()
+            if not ctx.set_input_shape(name, tuple(t.shape)):
+                rng = self.profile_shapes().get(name)
+                raise InputError(f"input {name} shape {tuple(t.shape)} is outside the engine's profile (min, opt, max) {rng}",
+                                 "feed a batch inside the range or rebuild with --min-batch/--max-batch")
+            ctx.set_tensor_address(name, t.data_ptr())
+            keep.append(t)
+        outputs: dict[str, torch.Tensor] = {}
+        with torch.cuda.stream(stream):
+            for name in self._outputs:
+                shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
+                if any(d < 0 for d in shape):
+                    raise StageError(f"output {name} has unresolved shape {shape}", "set every input shape")
+                out = torch.empty(shape, dtype=self._dtypes[name], device="cuda")
+                ctx.set_tensor_address(name, out.data_ptr())
+                outputs[name] = out
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise StageError(f"TensorRT execution failed for {self.path.name}", "see the [TensorRT] messages above")
+        for t in keep:
+            t.record_stream(stream)   # the inputs' memory stays ours until the engine is done
+        torch.cuda.current_stream().wait_stream(stream)
+        return outputs
+
+    def infer_impl(self, feeds: dict[str, "np.ndarray"]) -> dict[str, "np.ndarray"]:
+        import numpy as np
+        import torch
+
+        device_feeds = {}
+        for name, arr in feeds.items():
+            want = self._dtypes.get(name)
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+            if want is not None and t.dtype != want:
+                if not (t.dtype.is_floating_point and want.is_floating_point):
+                    raise InputError(f"input {name} is {t.dtype}; the engine takes {want}", "feed the model's input type")
+                t = t.to(want)  # float32 feed into an fp16-I/O engine: the same cast ONNX Runtime's runner does
+            device_feeds[name] = t.to("cuda", non_blocking=False)
+        outs = self.infer_device(device_feeds)
+        return {k: v.cpu().numpy() for k, v in outs.items()}
+
+    def describe(self) -> dict:
+        d = {**super().describe(), "engine": str(self.path)}
+        if self.sidecar:
+            d.update({k: self.sidecar.get(k) for k in ("precision", "tensorrt_version", "gpu", "profiles", "onnx_hash")})
+        return d
