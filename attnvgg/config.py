@@ -67,19 +67,33 @@ class SimplifySpec:
     skip_if_minimal: bool = True
 
 
+RANDOM_INPUT_ROLES = ("gate", "info")
+
+
 @dataclass
 class Tolerance:
+    """Per-precision parity limits.
+
+    ``random_inputs`` says what the random-input cases are for: ``gate`` (they must pass) or
+    ``info`` (measured, shown and written, but the verdict rests on the image cases). INT8 uses
+    ``info``: its ranges are calibrated on images, and standard-normal noise lies outside that
+    distribution (activations beyond the calibrated ranges clip), so a random-input miss says
+    nothing about the model on the data it serves, while an image miss does. Where no images
+    are given, the random cases gate whatever this says (a verdict must rest on something).
+    """
+
     atol: float = 1e-4
     rtol: float = 1e-3
     min_cosine: float = 0.99999
     min_top1: float = 1.0
+    random_inputs: str = "gate"
 
 
 def default_tolerances() -> dict[str, Tolerance]:
     return {
         "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.99999, min_top1=1.0),
         "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999, min_top1=0.95),
-        "int8": Tolerance(atol=float("inf"), rtol=float("inf"), min_cosine=0.98, min_top1=0.8),
+        "int8": Tolerance(atol=float("inf"), rtol=float("inf"), min_cosine=0.98, min_top1=0.8, random_inputs="info"),
     }
 
 

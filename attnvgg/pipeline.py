@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from attnvgg.config import RUN_STAGES, RUN_VARIANTS, Config, apply_dict
-from attnvgg.errors import AttnvggError, InputError
+from attnvgg.errors import AttnvggError, CheckFailed, InputError
 from attnvgg.manifest import Manifest, Step
 
 PRESETS = ("default", "vgg16-224")
@@ -158,12 +158,17 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
 
             r = validate_artifact(paths.variant(v), m, cfg.validate, out_json, out_xml,
                                   precision=v.split("-")[0], preprocess=cfg.preprocess)
-            return {"passed": r.passed, **r.worst()}
+            if not r.passed:   # the results are written; the run goes on and exits 1 at the end
+                bad = [c for c in r.cases if c.gated and not c.passed]
+                first = f"{bad[0].inputs} batch {bad[0].batch}: {'; '.join(bad[0].reasons)}" if bad else "no case ran"
+                raise CheckFailed(f"parity of {paths.variant(v).name} failed ({len(bad)} gated case(s); {first})",
+                                  f"see {out_json}")
+            return {"passed": r.passed, "gate": r.gate, **r.worst()}
 
         steps.append(Step(f"validate:{v}", "validate", parity_fn, inputs=[paths.variant(v)] + ckpt,
                           settings=lambda: {"validate": _asdict(cfg.validate), "model": _asdict(m),
                                             "data": _data_key(cfg.validate.images, cfg)},
-                          outputs=[out_json, out_xml]))
+                          outputs=[out_json, out_xml], variant=v))
 
     # accuracy: PyTorch fp32 first (the reference), then every variant against it
     ref_logits = paths.results / "logits-pytorch.npz"
@@ -184,7 +189,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
             return evaluate_to_files(paths.variant(v), cfg, out, reference_logits=ref_logits)
 
         steps.append(Step(f"evaluate:{v}", "evaluate", acc_fn, inputs=[paths.variant(v), ref_logits],
-                          settings=acc_settings, outputs=[out]))
+                          settings=acc_settings, outputs=[out], variant=v))
 
     # TensorRT engines: only where tensorrt and a GPU are present
     trt_variants = [v for v in variants if v in ("fp32", "fp16", "int8-tensorrt")]
@@ -227,7 +232,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
 
             steps.append(Step(f"bench:{label}", "bench", bench_fn, inputs=([art] if art else ckpt),
                               settings={"bench": _asdict(bench_spec), **({"model": _asdict(m)} if not art else {})},
-                              outputs=[out]))
+                              outputs=[out], variant=label if art else None))
 
     def report_fn() -> dict:
         from attnvgg.report import make_report
@@ -272,6 +277,10 @@ def evaluate_to_files(artifact: Path | None, cfg: Config, out: Path, save_logits
             with open(tmp, "wb") as f:
                 np.savez(f, logits=res.logits)
     agree = res.reference.top1_agreement if res.reference else None
+    if reference_logits is not None and cfg.evaluate.max_top1_drop is not None:
+        from attnvgg.validate.accuracy import check_budget
+
+        check_budget(res, cfg.evaluate.max_top1_drop)   # a failed budget fails the run (exit 1)
     return {"top1": res.top1, "top1_agreement": agree, "images": res.images}
 
 
@@ -292,20 +301,61 @@ def _log(msg: str) -> None:
     print(f"      {msg}", file=sys.stderr)
 
 
+def check_settings(cfg: Config) -> None:
+    """Every stage's settings, refused before the run folder is made or a stage runs for minutes
+    (``validate.samples=-5`` used to pass silently until the validate stage)."""
+    from attnvgg.calibration.int8 import check_spec as check_calibrate
+    from attnvgg.export.onnx import check_spec as check_export
+    from attnvgg.validate.parity import check_spec as check_validate
+
+    check_export(cfg.export, cfg.model)
+    check_validate(cfg.validate)
+    check_calibrate(cfg.calibrate)
+    if cfg.evaluate.batch_size < 1:
+        raise InputError(f"evaluate batch_size must be at least 1, got {cfg.evaluate.batch_size}",
+                         "fix evaluate.batch_size")
+    if cfg.evaluate.limit is not None and cfg.evaluate.limit < 1:
+        raise InputError(f"evaluate limit must be at least 1, got {cfg.evaluate.limit}", "fix evaluate.limit or drop it")
+
+
+_PRODUCER = {"fp16": "fp16", "int8-tensorrt": "calibrate", "int8-cpu": "calibrate"}
+
+
+def unavailable_variants(cfg: Config, paths: Paths, selected: set[str]) -> dict[str, str]:
+    """Variants whose model this run will not have: not on disk and made by a stage not selected.
+
+    ``--stages export,simplify,validate`` then validates what it has (fp32) and says which
+    variants it left out, instead of stopping for a model.fp16.onnx it was never asked to make."""
+    out = {}
+    for v in cfg.run.variants:
+        stage = _PRODUCER.get(v)
+        if stage and stage not in selected and not paths.variant(v).exists():
+            out[v] = (f"{paths.variant(v).name} does not exist and stage {stage} is not selected "
+                      f"(add {stage} to --stages, or leave {v} out of run.variants)")
+    return out
+
+
 def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = False,
                  echo: Callable[[str], None] = print) -> dict:
-    from attnvgg.artifacts import write_json
+    from attnvgg.manifest import run_lock
 
     if stages:
         check_names(stages, RUN_STAGES, "stage")
+    check_settings(cfg)
     root = Path(cfg.run.out)
-    root.mkdir(parents=True, exist_ok=True)
+    with run_lock(root, echo):
+        return _run_locked(cfg, root, set(stages or cfg.run.stages), force, echo)
+
+
+def _run_locked(cfg: Config, root: Path, selected: set[str], force: bool, echo: Callable[[str], None]) -> dict:
+    from attnvgg.artifacts import ensure_dir, write_json
+
     paths = Paths(root)
-    paths.results.mkdir(exist_ok=True)
-    selected = set(stages or cfg.run.stages)
+    ensure_dir(paths.results)
     notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model)}
     manifest = Manifest(root)
     steps = build_steps(cfg, paths)
+    missing = unavailable_variants(cfg, paths, selected)
     summary: dict[str, Any] = {"run_dir": str(root), "steps": {}}
     t_all = time.perf_counter()
     n = len(steps)
@@ -316,8 +366,11 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
             summary["steps"][step.name] = "not selected"
             continue
         reason = step.skip_reason() if step.skip_reason else None
+        if reason is None and step.variant in missing:
+            reason = missing[step.variant]
+            notes["skipped"][step.name] = reason
         if reason:
-            notes["skipped"][step.stage] = reason
+            notes["skipped"].setdefault(step.stage, reason)
             echo(f"{label} skipped: {reason}")
             summary["steps"][step.name] = f"skipped: {reason}"
             continue
@@ -325,6 +378,13 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
             write_json(paths.notes, notes)
         key = manifest.key(step)
         if not force and manifest.is_fresh(step, key):
+            rec = manifest.steps[step.name]
+            if rec.get("status") == "failed":
+                why = (rec.get("info") or {}).get("failed", "a check failed")
+                echo(f"{label} FAILED (cached): {why}")
+                summary["steps"][step.name] = "failed"
+                summary.setdefault("failed", []).append(step.name)
+                continue
             echo(f"{label} cached")
             summary["steps"][step.name] = "cached"
             continue
@@ -345,5 +405,6 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
         echo(f"{label} {dt:6.1f} s")
         summary["steps"][step.name] = "done"
     summary["seconds"] = round(time.perf_counter() - t_all, 1)
-    summary["report"] = str(paths.report / "report.html")
+    made = summary["steps"].get("report") in ("done", "cached")
+    summary["report"] = str(paths.report / "report.html") if made else "not written (the report stage did not run)"
     return summary

@@ -5,10 +5,18 @@ on the model, the images, the method and its settings, and the set of tensors ca
 the exclusion policy decides). One entry per (model path, data hash, method, settings) lives in
 the cache folder as JSON; it records the model's ONNX hash, so an entry left by an earlier,
 different model at the same path is ignored with a message and replaced, never reused.
+
+Why each entry carries the hash of its own ranges and is range-checked on read: a cache hit skips
+calibration entirely, so an entry edited by hand or damaged on disk (ranges x1000, zeroed, NaN)
+would silently give a model that outputs zeros. An entry whose ranges do not hash to what was
+stored, or holds a non-finite or empty (hi <= lo) range, is a miss with a warning naming the
+file, and is recalibrated and replaced. The cache is optional: a folder that cannot be written
+costs a warning, never the calibration.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -18,7 +26,7 @@ from typing import Any
 
 from attnvgg.artifacts import read_json, sha256_json, write_json
 
-FORMAT = 1
+FORMAT = 2   # 2: entries carry ranges_sha256
 
 
 def default_cache_dir() -> Path:
@@ -56,6 +64,22 @@ class Lookup:
     path: Path
     ranges: dict[str, tuple[float, float]] | None   # None: miss
     note: str | None = None                          # why an existing entry was ignored
+    bad: bool = False                                # the entry is damaged or edited (a warning, not a note)
+
+
+def ranges_hash(ranges: dict[str, Any]) -> str:
+    """Hash of an entry's ranges as stored (name -> [lo, hi]), independent of key order."""
+    return sha256_json({k: [float(v[0]), float(v[1])] for k, v in ranges.items()})
+
+
+def range_problem(ranges: dict[str, tuple[float, float]]) -> str | None:
+    """Why these ranges cannot be quantized with, or None: every range finite with hi > lo."""
+    for name, (lo, hi) in ranges.items():
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return f"tensor {name!r} has a non-finite range [{lo}, {hi}]"
+        if not hi > lo:
+            return f"tensor {name!r} has an empty range [{lo}, {hi}]"
+    return None
 
 
 def lookup(cache_dir: Path, key: CacheKey) -> Lookup:
@@ -65,11 +89,20 @@ def lookup(cache_dir: Path, key: CacheKey) -> Lookup:
     try:
         entry = read_json(path)
         recorded = entry["key"]
-        ranges = {k: (float(v[0]), float(v[1])) for k, v in entry["ranges"].items()}
+        stored = entry["ranges"]
+        ranges = {str(k): (float(v[0]), float(v[1])) for k, v in stored.items()}
     except Exception as exc:  # noqa: BLE001 - any unreadable entry is just a miss
-        return Lookup(path, None, f"calibration cache entry {path} is unreadable ({type(exc).__name__}); recalibrating")
+        return Lookup(path, None, f"calibration cache entry {path} is unreadable ({type(exc).__name__}); "
+                                  "recalibrating and replacing it", bad=True)
     if entry.get("format") != FORMAT:
         return Lookup(path, None, f"calibration cache entry {path} has format {entry.get('format')}; recalibrating")
+    if entry.get("ranges_sha256") != ranges_hash(stored):
+        return Lookup(path, None, f"calibration cache entry {path} was edited or damaged (its ranges do not match "
+                                  "the hash stored with them); recalibrating and replacing it", bad=True)
+    problem = range_problem(ranges)
+    if problem:
+        return Lookup(path, None, f"calibration cache entry {path} is unusable ({problem}); "
+                                  "recalibrating and replacing it", bad=True)
     if recorded.get("model_hash") != key.model_hash:
         return Lookup(path, None, f"calibration cache entry {path.name} was made for another model "
                                   f"(ONNX hash {str(recorded.get('model_hash'))[:12]}, this model "
@@ -85,7 +118,8 @@ def lookup(cache_dir: Path, key: CacheKey) -> Lookup:
 def store(path: Path, key: CacheKey, ranges: dict[str, tuple[float, float]], seconds: float,
           data: dict[str, Any]) -> Path:
     """Write the entry atomically (a concurrent reader sees the old entry or the new one)."""
+    stored = {k: [float(lo), float(hi)] for k, (lo, hi) in sorted(ranges.items())}
     entry = {"format": FORMAT, "key": key.fields(), "data": data, "calibration_s": round(seconds, 3),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-             "ranges": {k: [float(lo), float(hi)] for k, (lo, hi) in sorted(ranges.items())}}
+             "ranges_sha256": ranges_hash(stored), "ranges": stored}
     return write_json(path, entry)

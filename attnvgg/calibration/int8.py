@@ -37,7 +37,7 @@ from attnvgg.calibration.policy import (
 from attnvgg.calibration.reader import Dataset, InputShape, OneBatch, checked_batches, model_input
 from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, CalibrateSpec, default_tolerances
 from attnvgg.export.graph import load_onnx
-from attnvgg.errors import InputError, StageError, require
+from attnvgg.errors import AttnvggError, InputError, StageError, require
 
 #: Real calibration passes run in this process; tests use it to prove a cache hit skipped one.
 CALIBRATION_PASSES = 0
@@ -66,7 +66,8 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _validate(spec: CalibrateSpec) -> None:
+def check_spec(spec: CalibrateSpec) -> None:
+    """Refuse calibration settings that cannot be honoured (before any data is read)."""
     if spec.method not in CALIB_METHODS:
         raise InputError(f"unknown calibration method {spec.method!r}", f"use one of {', '.join(CALIB_METHODS)}")
     if spec.flavour not in CALIB_FLAVOURS:
@@ -75,6 +76,11 @@ def _validate(spec: CalibrateSpec) -> None:
         raise InputError(f"batch size must be at least 1, got {spec.batch_size}", "e.g. --batch-size 8")
     if spec.num_images is not None and spec.num_images < 1:
         raise InputError(f"--num-images must be at least 1, got {spec.num_images}", "or leave it out to use every image")
+    if spec.num_bins is not None and (isinstance(spec.num_bins, bool) or spec.num_bins < 2):
+        raise InputError(f"--num-bins must be at least 2, got {spec.num_bins}",
+                         "e.g. --num-bins 2048, or leave it out for ONNX Runtime's default")
+    if spec.check_samples < 0:
+        raise InputError(f"--check-samples must be >= 0, got {spec.check_samples}", "e.g. --check-samples 16, or 0")
     if not 0 < spec.percentile <= 100:
         raise InputError(f"percentile must be in (0, 100], got {spec.percentile}", "e.g. --percentile 99.999")
 
@@ -239,7 +245,7 @@ class RangeSession:
 
     def __init__(self, model_path: str | Path, dataset: Dataset, spec: CalibrateSpec,
                  log: Callable[[str], None] = _stderr, progress: bool = True):
-        _validate(spec)
+        check_spec(spec)
         self.t_start = time.perf_counter()
         self.timings: dict[str, float] = {}     # seconds per phase, summed over repeated phases
         self._last = self.t_start
@@ -322,7 +328,11 @@ class RangeSession:
         self.found = found = calib_cache.lookup(cache_dir, key) if spec.cache else None
         self.mark("hash_and_cache_lookup")
         if found and found.note:
-            self.note(found.note)
+            if found.bad:
+                self.notes.append(found.note)
+                self.log(f"warning: {found.note}")
+            else:
+                self.note(found.note)
         self.work_src = _stage_source(src, self.model, self.tmp, self.renamed)
         self.model = None  # ORT loads its own copies; the source graph is reloaded for the policy step
         gc.collect()
@@ -350,8 +360,16 @@ class RangeSession:
         self.calibration_s = time.perf_counter() - t0
         CALIBRATION_PASSES += 1
         self.passes += 1
-        if spec.cache:
-            calib_cache.store(cache_dir / key.slot(), key, ranges, self.calibration_s, self.dataset.describe())
+        problem = calib_cache.range_problem(ranges)
+        if spec.cache and problem:
+            self.note(f"not caching these ranges ({problem})")
+        elif spec.cache:
+            try:
+                calib_cache.store(cache_dir / key.slot(), key, ranges, self.calibration_s, self.dataset.describe())
+            except (AttnvggError, OSError) as exc:   # the cache is optional: never fail the calibration for it
+                why = exc.one_line() if isinstance(exc, AttnvggError) else (exc.strerror or type(exc).__name__)
+                self.log(f"warning: cannot write the calibration cache in {cache_dir} ({why}); "
+                         "continuing without caching (pass --cache-dir DIR or --no-cache)")
         self.ranges = ranges
         self.mark("calibration")
         return ranges
@@ -446,7 +464,7 @@ def calibrate(
 ) -> CalibrationResult:
     """Write an INT8 Q/DQ model of ``model_path`` to ``out`` and its sidecar ``out.json``."""
     spec = spec or CalibrateSpec()
-    _validate(spec)
+    check_spec(spec)
     out = Path(out)
     _check_out(Path(model_path), out)
     with RangeSession(model_path, dataset, spec, log, progress) as session:

@@ -214,7 +214,7 @@ def calibrate_mixed(
     spec = spec or CalibrateSpec()
     mixed = mixed or MixedSpec()
     max_drop = check_mixed(mixed)
-    int8._validate(spec)
+    int8.check_spec(spec)
     src, out = Path(model_path), Path(out)
     int8._check_out(src, out)
     if not getattr(val, "has_labels", False):

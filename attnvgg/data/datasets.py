@@ -93,12 +93,45 @@ def _is_image(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
-def _images_under(folder: Path) -> list[Path]:
-    """Image files below ``folder`` (recursive, as torchvision's ImageFolder), sorted."""
+def _inside(p: Path, root_real: Path) -> bool:
+    return p == root_real or root_real in p.parents
+
+
+def _images_under(folder: Path, root_real: Path | None = None, seen: set[Path] | None = None) -> list[Path]:
+    """Image files below ``folder`` (recursive, as torchvision's ImageFolder), sorted.
+
+    Directory links are followed only when they lead out of the data tree (``root_real``) to a
+    folder not yet walked: a link back into the tree (``loop -> .``) would count files again, or
+    forever. Each file is counted once, by its real path (``seen``, shared across class folders).
+    """
+    root_real = root_real or folder.resolve()
+    seen = set() if seen is None else seen
+    walked: set[Path] = set()
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in filenames if _is_image(Path(f))]
+        here = Path(dirpath)
+        walked.add(here.resolve())
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            full = here / d
+            if full.is_symlink():
+                real = full.resolve()
+                if _inside(real, root_real) or real in walked or _inside(here.resolve(), real):
+                    continue
+                walked.add(real)
+            keep.append(d)
+        dirnames[:] = keep
+        for f in filenames:
+            p = here / f
+            if not _is_image(p):
+                continue
+            real = p.resolve()
+            if real in seen:
+                continue
+            seen.add(real)
+            found.append(p)
     return sorted(found)
 
 
@@ -126,9 +159,16 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: Path, spec: PreprocessSpec):
         super().__init__(spec, str(root))
         self.root = root
-        subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        loose = sorted(p for p in root.iterdir() if p.is_file() and _is_image(p))
-        per_class = {d.name: _images_under(d) for d in subdirs}
+        root_real = root.resolve()
+        subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                         and not (d.is_symlink() and _inside(d.resolve(), root_real)))   # a link back into the tree
+        seen: set[Path] = set()
+        loose = []
+        for p in sorted(root.iterdir()):
+            if p.is_file() and _is_image(p) and p.resolve() not in seen:
+                seen.add(p.resolve())
+                loose.append(p)
+        per_class = {d.name: _images_under(d, root_real, seen) for d in subdirs}
         if any(per_class.values()):
             empty = [name for name, files in per_class.items() if not files]
             if empty:
@@ -201,7 +241,15 @@ class ArrayDataset(Dataset):
     def _batches(self, batch_size: int, n: int) -> Iterator[Batch]:
         for s in range(0, n, batch_size):
             chunk = np.asarray(self.x[s:min(s + batch_size, n)])    # reads only this slice of a memmap
-            x = chunk.astype(np.float32, copy=True) if self.preprocessed else preprocess_array(chunk, self.spec)
+            if self.preprocessed:
+                x = chunk.astype(np.float32, copy=True)
+                bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+                if bad.any():   # the data, not the model: say so before a model turns it into NaN logits
+                    raise InputError(f"{self.source}: image {s + int(np.argmax(bad))} has NaN/Inf pixels "
+                                     f"({int(bad.sum())} of the {len(x)} images in this batch)",
+                                     "fix or drop those images; preprocessed float images must be finite")
+            else:
+                x = preprocess_array(chunk, self.spec)
             yield x, (self.y[s:s + len(x)].copy() if self.y is not None else None)
 
     def content_hash(self) -> str:
@@ -254,23 +302,41 @@ def _check_labels(y: Optional[np.ndarray], n: int, source: str, classes: Optiona
     return y.astype(np.int64)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+
+
+def _check_magic(path: Path, magics: tuple[bytes, ...], what: str, fix: str) -> None:
+    """Name a file that is not what its suffix says (numpy calls random bytes "pickled data")."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror})", "check the path and its permissions") from exc
+    if not any(head.startswith(m) for m in magics):
+        raise InputError(f"{path} is not {what} (it does not start with the format's signature; "
+                         f"{'empty file' if not head else 'first bytes ' + head[:4].hex()})", fix)
+
+
 def _load_npy(path: Path, spec: PreprocessSpec) -> ArrayDataset:
     from attnvgg.artifacts import sha256_file
 
+    _check_magic(path, (b"\x93NUMPY",), "a .npy array file", "save it with numpy.save")
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:
-        raise InputError(f"cannot read {path} as .npy ({exc})", "save it with numpy.save") from exc
+        raise InputError(f"cannot read {path} as .npy ({_first_line(exc)})", "save it with numpy.save") from exc
     return ArrayDataset(x, None, spec, str(path), file_hash=sha256_file(path))
 
 
 def _load_npz(path: Path, spec: PreprocessSpec) -> ArrayDataset:
     from attnvgg.artifacts import sha256_file
 
+    _check_magic(path, (b"PK\x03\x04", b"PK\x05\x06"), "a .npz (zip) archive", "save it with numpy.savez")
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise InputError(f"cannot read {path} as .npz ({exc})", "save it with numpy.savez") from exc
+        raise InputError(f"cannot read {path} as .npz ({_first_line(exc)})", "save it with numpy.savez") from exc
     with z:
         keys = set(z.files)
         xk = next((k for k in ("x", "images") if k in keys), None)

@@ -8,6 +8,7 @@ only runs at 224-255 px), so dynamic H/W is refused unless every declared size p
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from attnvgg.artifacts import temp_dir, write_error
 from attnvgg.config import ExportSpec, ModelSpec, PreprocessSpec, Tolerance
 from attnvgg.errors import CheckFailed, InputError, StageError
 
@@ -33,11 +35,32 @@ class ExportResult:
     sidecar: dict
 
 
+#: The lowest opset torch.onnx accepts at all (torch.onnx._constants.ONNX_MIN_OPSET).
+MIN_OPSET = 7
+
+
 def check_spec(spec: ExportSpec, model: ModelSpec) -> None:
+    """Refuse export settings that cannot be honoured, before anything is built or written.
+
+    The opset's upper end is what the installed onnx knows; whether the exporter writes the opset
+    asked for is checked on the exported graph too (the dynamo exporter silently writes 18 when
+    asked for less), so a sidecar never records an opset the file does not have."""
+    from attnvgg.models.build import check_model_spec
+
+    check_model_spec(model)
     if spec.exporter not in EXPORTERS:
         raise InputError(f"unknown exporter {spec.exporter!r}", f"use one of {', '.join(EXPORTERS)}")
     if spec.external_data not in ("auto", "always", "never"):
         raise InputError(f"external_data must be auto, always or never, got {spec.external_data!r}", "fix the option")
+    if isinstance(spec.opset, bool) or not isinstance(spec.opset, int) or spec.opset < MIN_OPSET:
+        raise InputError(f"opset {spec.opset!r} cannot be exported (torch.onnx writes opset {MIN_OPSET} or later)",
+                         "use --opset 18 or later (default 20)")
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if spec.opset > newest:
+        raise InputError(f"opset {spec.opset} is newer than the installed onnx {onnx.__version__} knows ({newest})",
+                         f"use --opset {newest} or lower")
     if not 1 <= spec.batch_min <= spec.batch_max:
         raise InputError(f"batch range {spec.batch_min}..{spec.batch_max} is empty or below 1",
                          "use 1 <= batch_min <= batch_max")
@@ -84,6 +107,43 @@ def _quiet():
             os.close(saved[1])
             for lg, lvl in zip(loggers, old):
                 lg.setLevel(lvl)
+
+
+def _opset_of(path: Path) -> int:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The write OSError (disk full, read-only) behind an exporter's exception, if there is one.
+
+    The exporters wrap I/O errors in their own exception types (or only keep the message), so
+    the chain and the text are both searched."""
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            return e
+        e = e.__cause__ or e.__context__
+        seen += 1
+    text = str(exc)
+    for code in (errno.ENOSPC, errno.EROFS):
+        if os.strerror(code) in text:
+            return OSError(code, os.strerror(code))
+    return None
+
+
+@contextlib.contextmanager
+def _write_errors(out: Path):
+    """OSErrors of the renames and the sidecar write as one-line errors naming ``out``."""
+    try:
+        yield
+    except OSError as exc:
+        if _os_error_in(exc) is not None or exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            raise write_error(exc, out) from exc
+        raise
 
 
 def _wants_external_data(model: Any, spec: ExportSpec) -> bool:
@@ -158,16 +218,23 @@ def export_onnx(
                          "check --input-size and the model's expected input channels") from exc
 
     t0 = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
+    with temp_dir(out.parent, "export") as tmp, _write_errors(out):
         raw = Path(tmp) / out.name
         try:
             with _quiet(), torch.no_grad():
                 _torch_export(model, x, raw, spec)
         except Exception as exc:
+            oserr = _os_error_in(exc)
+            if oserr is not None:
+                raise write_error(oserr, out) from exc   # a full disk is not the exporter's fault
             msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             hint = ("try --exporter torchscript" if spec.exporter == "dynamo" else "try --exporter dynamo")
             raise StageError(f"{spec.exporter} export failed: {msg}", hint) from exc
+        written = _opset_of(raw)
+        if written != spec.opset:
+            raise InputError(f"the {spec.exporter} exporter wrote opset {written}, not the opset {spec.opset} asked for; "
+                             "nothing was written",
+                             f"use --opset {written}" + (" or the torchscript exporter" if spec.exporter == "dynamo" else ""))
         try:
             onnx.checker.check_model(str(raw), full_check=False)
         except Exception as exc:

@@ -25,8 +25,32 @@ def _factory(spec: str):
     return fn
 
 
+def check_model_spec(spec: ModelSpec) -> None:
+    """Refuse a spec no model can honour (before torch is imported or a file is written)."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not whole(spec.num_classes) or spec.num_classes < 1:
+        raise InputError(f"num_classes must be at least 1, got {spec.num_classes!r}",
+                         "e.g. --num-classes 1000 (or [model] num_classes in the config)")
+    if not whole(spec.in_channels) or spec.in_channels < 1:
+        raise InputError(f"in_channels must be at least 1, got {spec.in_channels!r}", "e.g. in_channels = 3")
+    if not whole(spec.input_size) or spec.input_size < 1:
+        raise InputError(f"input size must be a positive integer, got {spec.input_size!r}", "e.g. --input-size 224")
+    if not spec.factory and spec.arch == "vgg16_attention":
+        if not spec.width > 0 or spec.width != spec.width or spec.width == float("inf"):
+            raise InputError(f"width must be a positive number, got {spec.width}", "e.g. --width 1.0")
+        bad = [k for k in spec.attention if k not in ATTENTION_KINDS]
+        if bad or len(spec.attention) != 3:
+            raise InputError(f"attention must be three of {', '.join(ATTENTION_KINDS)}, got {spec.attention}",
+                             "e.g. --attention global,global,global")
+    if spec.gamma is not None and spec.gamma != spec.gamma:
+        raise InputError("gamma is NaN", "pass a number, e.g. --gamma 0.5")
+
+
 def build_model(spec: ModelSpec, verbose: bool = False) -> Any:
     """Return the model in eval mode, on CPU, with the spec's weights loaded."""
+    check_model_spec(spec)
     import torch
     from torch import nn
 

@@ -133,6 +133,57 @@ def number(v: Any) -> Optional[float]:
     return float(v)
 
 
+_NUMBER = (int, float)
+
+
+def _wrong(source: str, kind: str, key: str, want: str, got: Any) -> InputError:
+    shown = repr(got) if len(repr(got)) <= 40 else repr(got)[:37] + "..."
+    return InputError(f"{source}: {kind} record field {key!r} must be {want}, got {shown}",
+                      "fix or remove the file, then rerun attnvgg report")
+
+
+def check_record(d: dict, kind: str, source: str) -> None:
+    """Refuse a record whose fields have the wrong types, instead of rendering it as a row.
+
+    A report is read by people deciding what to ship: ``{"artifact": 5, "top1": "high"}`` must be
+    an error naming the file and field, not a row with a blank accuracy."""
+    def opt_num(key: str, where: dict = d, label: str = "") -> None:
+        v = where.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, _NUMBER)):
+            raise _wrong(source, kind, label + key, "a number or null", v)
+
+    for key in ("artifact", "model"):
+        v = d.get(key)
+        if v is not None and not isinstance(v, str):
+            raise _wrong(source, kind, key, "a path string", v)
+    if kind == "accuracy":
+        for key in ("top1", "top5", "top1_agreement", "mean_cosine"):
+            opt_num(key)
+        for key in ("samples", "images"):
+            v = d.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise _wrong(source, kind, key, "a non-negative integer", v)
+        ref = d.get("reference")
+        if ref is not None and not isinstance(ref, dict):
+            raise _wrong(source, kind, "reference", "an object or null", ref)
+        for key in ("top1", "top1_agreement", "mean_cosine"):
+            if isinstance(ref, dict):
+                opt_num(key, ref, "reference.")
+    elif kind == "parity":
+        if not isinstance(d.get("artifact"), str):
+            raise _wrong(source, kind, "artifact", "a path string", d.get("artifact"))
+        if d.get("passed") is not None and not isinstance(d.get("passed"), bool):
+            raise _wrong(source, kind, "passed", "true or false", d.get("passed"))
+        for i, c in enumerate(d.get("cases") or []):
+            if not isinstance(c, dict):
+                raise _wrong(source, kind, f"cases[{i}]", "an object", c)
+            if c.get("metrics") is not None and not isinstance(c.get("metrics"), dict):
+                raise _wrong(source, kind, f"cases[{i}].metrics", "an object", c.get("metrics"))
+            if c.get("passed") is not None and not isinstance(c.get("passed"), bool):
+                raise _wrong(source, kind, f"cases[{i}].passed", "true or false", c.get("passed"))
+            opt_num("max_abs", c.get("metrics") or {}, f"cases[{i}].metrics.")
+
+
 def accuracy_record(d: dict, source: str) -> dict:
     """Keys read: artifact (or model), runner ({name, backend} or a name), top1, top5,
     top1_agreement, mean_cosine, samples (or images), reference {kind, name, top1,
@@ -209,11 +260,14 @@ def collect(inputs: Iterable[Path]) -> Results:
         if kind == "bench":
             _add_bench(res, data, src)
         elif kind == "parity":
+            check_record(data, "parity", src)
             res.parity.append(parity_record(data, src))
             res.skipped += [{"what": f"validate {data.get('artifact')}", "reason": str(s), "source": src}
                             for s in data.get("skipped") or []]
         elif kind == "accuracy":
             items = data if isinstance(data, list) else data.get("results", [data])
+            for d in items:
+                check_record(d, "accuracy", src)
             res.accuracy += [accuracy_record(d, src) for d in items]
         elif kind == "notes":
             res.skipped += notes_records(data, src)

@@ -20,6 +20,18 @@ FOOTNOTE = (f"{MARK} measured with another runner of the same file, or for PyTor
             "inside an evaluate result (report.json names which).")
 
 
+_MD_SPECIAL = set("\\`*_[]<>|~&")
+
+
+def md(text: Any) -> str:
+    """Text from result files, safe inside Markdown: every Markdown metacharacter backslash-escaped
+    (CommonMark allows it for all ASCII punctuation) and newlines folded, so a file or runner name
+    like ``x|y`` or ``<img src=...>`` or ``**b**`` shows as itself and cannot break a table or
+    inject markup."""
+    s = " ".join(str(text).split())
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in s)
+
+
 def _ms(v: Optional[float]) -> str:
     if v is None:
         return DASH
@@ -76,7 +88,7 @@ def markdown_table(rows: list[dict], batches: list[int]) -> str:
     out = ["| " + " | ".join(h for h, _ in cols) + " |",
            "|" + "|".join("---" if i < 3 else "---:" for i in range(len(cols))) + "|"]
     for r in rows:
-        out.append("| " + " | ".join(f(r).replace("|", "\\|") for _, f in cols) + " |")
+        out.append("| " + " | ".join(md(f(r)) for _, f in cols) + " |")
     return "\n".join(out)
 
 
@@ -87,13 +99,13 @@ def markdown(doc: dict) -> str:
     if doc["baseline_top1"] is None:
         lines += ["No PyTorch fp32 top-1 in the inputs, so no drop is computed.", ""]
     if doc["plot"]["batch"] is not None:
-        front = ", ".join(doc["plot"]["pareto_front"]) or DASH
+        front = ", ".join(md(x) for x in doc["plot"]["pareto_front"]) or DASH
         lines += [f"Pareto front at batch {doc['plot']['batch']} (p50 latency vs top-1): {front}", ""]
     if doc["skipped"]:
-        lines += ["## Skipped", ""] + [f"- {s['what']}: {s['reason']}" if s["what"] else f"- {s['reason']}"
+        lines += ["## Skipped", ""] + [f"- {md(s['what'])}: {md(s['reason'])}" if s["what"] else f"- {md(s['reason'])}"
                                        for s in doc["skipped"]] + [""]
     for m in doc["machines"]:
-        lines += ["## Machine", "", machine_line(m), ""]
+        lines += ["## Machine", "", md(machine_line(m)), ""]
     return "\n".join(lines)
 
 

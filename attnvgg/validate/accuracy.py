@@ -22,6 +22,7 @@ import numpy as np
 from attnvgg.config import EvaluateSpec
 from attnvgg.runners.base import Runner
 from attnvgg.errors import CheckFailed, InputError
+from attnvgg.validate.metrics import cosine_per_sample
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Agreement:
     top1_agreement: float = 0.0
     mean_cosine: float = 0.0
     min_cosine: float = 1.0
+    cosine_undefined: int = 0      # samples with an all-zero or non-finite side (scored 0.0 in the cosines)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class _Tally:
         self.agree = 0
         self.cos_sum = 0.0
         self.cos_min = 1.0
+        self.cos_undefined = 0
 
     def labels(self, logits: np.ndarray, y: np.ndarray, k: int) -> None:
         order = np.argsort(-logits, axis=1)[:, :k]
@@ -75,8 +78,8 @@ class _Tally:
     def agreement(self, logits: np.ndarray, ref: np.ndarray) -> None:
         a, b = logits.astype(np.float64), ref.astype(np.float64)
         self.agree += int((a.argmax(1) == b.argmax(1)).sum())
-        denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        cos = np.where(denom > 0, (a * b).sum(1) / np.where(denom > 0, denom, 1.0), 1.0)
+        cos, undefined = cosine_per_sample(a, b)   # all-zero / non-finite rows score 0.0, never 1.0
+        self.cos_undefined += undefined
         self.cos_sum += float(cos.sum())
         self.cos_min = min(self.cos_min, float(cos.min()))
 
@@ -190,7 +193,8 @@ def evaluate(
             kind="logits" if reference_logits is not None else ("pytorch" if reference.backend == "pytorch" else "artifact"),
             name=reference_name,
             top1=ref_tally.top1 / n if has_labels else None, top5=ref_tally.topk / n if has_labels else None,
-            top1_agreement=tally.agree / n, mean_cosine=tally.cos_sum / n, min_cosine=tally.cos_min)
+            top1_agreement=tally.agree / n, mean_cosine=tally.cos_sum / n, min_cosine=tally.cos_min,
+            cosine_undefined=tally.cos_undefined)
     describe = dataset.describe() if hasattr(dataset, "describe") else {}
     result = AccuracyResult(
         model=runner.name, runner=runner_info, data=describe,

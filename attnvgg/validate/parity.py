@@ -3,6 +3,15 @@
 Random inputs at several batch sizes (both ends of the dynamic range included) and, when
 given, image inputs; per-output metrics against per-precision tolerances; a table, a JSON
 result and a JUnit XML file for CI dashboards.
+
+What gates (``Case.gated``): every case, except that a precision whose tolerance says
+``random_inputs = "info"`` (INT8 by default) is gated on its image cases only, when there are
+any. Why: INT8 ranges are calibrated on images from the data the model serves; standard-normal
+noise lies outside that distribution, so its activations clip and a random-input miss (cosine
+0.37 at batch 1 on the built-in model, whose image cases give 0.9995) measures the noise, not
+the model. Those cases are still run, printed, written to the JSON (``"gated": false``) and to
+JUnit as properties, marked ``INFO``: information, never invisible, never the verdict. Without
+images the random cases gate, and the result says so.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ class Case:
     passed: bool
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    gated: bool = True     # False: information only (see the module docstring); never decides ``passed``
 
 
 @dataclass
@@ -41,6 +51,7 @@ class ParityResult:
     reference: dict
     locate: dict | None = None
     skipped: list[str] = field(default_factory=list)
+    gate: str = "all cases"  # what the verdict rests on, in words
 
     def to_dict(self) -> dict:
         return {**asdict(self), "cases": [asdict(c) for c in self.cases]}
@@ -51,6 +62,52 @@ class ParityResult:
         out["cosine"] = min((c.metrics["min_cosine"] for c in self.cases), default=1.0)
         out["top1_agreement"] = min((c.metrics["top1_agreement"] for c in self.cases), default=1.0)
         return out
+
+
+def check_spec(spec: ValidateSpec) -> None:
+    """Refuse settings that would make the check vacuous (no samples) before any model is built."""
+    from attnvgg.config import RANDOM_INPUT_ROLES
+
+    if isinstance(spec.samples, bool) or not isinstance(spec.samples, int) or spec.samples < 1:
+        raise InputError(f"validate samples must be at least 1, got {spec.samples!r}",
+                         "e.g. --samples 8 (or validate.samples = 8 in the config)")
+    if not spec.batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in spec.batches):
+        raise InputError(f"validate batches must be positive integers, got {spec.batches!r}", "e.g. --batches 1,8")
+    bad = [p for p in spec.providers if p not in ("cpu", "cuda")]
+    if bad or not spec.providers:
+        raise InputError(f"unknown validate provider(s) {bad or spec.providers}", "use cpu and/or cuda")
+    for prec, tol in spec.tolerances.items():
+        for key in ("atol", "rtol"):
+            v = getattr(tol, key)
+            if not v >= 0:
+                raise InputError(f"tolerance {prec}.{key} must be >= 0 (inf for no limit), got {v}",
+                                 f"fix validate.tolerances.{prec}.{key}")
+        if not -1.0 <= tol.min_cosine <= 1.0:
+            raise InputError(f"tolerance {prec}.min_cosine must be in [-1, 1], got {tol.min_cosine}",
+                             f"fix validate.tolerances.{prec}.min_cosine")
+        if not 0.0 <= tol.min_top1 <= 1.0:
+            raise InputError(f"tolerance {prec}.min_top1 must be in [0, 1], got {tol.min_top1}",
+                             f"fix validate.tolerances.{prec}.min_top1 (a fraction: 0.8 = 80 %)")
+        if tol.random_inputs not in RANDOM_INPUT_ROLES:
+            raise InputError(f"tolerance {prec}.random_inputs must be one of {', '.join(RANDOM_INPUT_ROLES)}, "
+                             f"got {tol.random_inputs!r}", f"fix validate.tolerances.{prec}.random_inputs")
+
+
+def gate_cases(cases: list["Case"], tol: Tolerance) -> str:
+    """Mark which cases decide the verdict (see the module docstring); returns the rule in words."""
+    image_runners = {c.runner for c in cases if c.inputs != "random"}
+    if tol.random_inputs != "info":
+        return "all cases"
+    info = 0
+    for c in cases:
+        if c.inputs == "random" and c.runner in image_runners:
+            c.gated = False
+            info += 1
+    if not image_runners:
+        return ("random inputs (no image inputs were given: pass --images from the data the model serves, "
+                "whose distribution the calibration saw)")
+    return ("image inputs; random-input cases are information only (calibrated ranges do not cover "
+            "standard-normal noise)")
 
 
 def batch_sizes(spec: ValidateSpec, input_dims: list, batch_range: list[int] | None, explicit: bool) -> list[int]:
@@ -105,6 +162,7 @@ def run_parity(
     from attnvgg.validate.metrics import compare, passes
     from attnvgg.validate.reference import lineage, precision_of
 
+    check_spec(spec)
     artifact = Path(artifact)
     if not artifact.exists():
         raise InputError(f"file not found: {artifact}", "check the path, or run attnvgg export first")
@@ -170,7 +228,9 @@ def run_parity(
                                       round(time.perf_counter() - t0, 3)))
             finally:
                 runner.deactivate()
-    passed = bool(cases) and all(c.passed for c in cases)
+    gate = gate_cases(cases, tol)
+    gated = [c for c in cases if c.gated]
+    passed = bool(gated) and all(c.passed for c in gated)
     return ParityResult(
         artifact=str(artifact),
         precision=precision,
@@ -179,6 +239,7 @@ def run_parity(
         passed=passed,
         reference={"backend": "pytorch", "model": asdict(model_spec)},
         skipped=skipped,
+        gate=gate,
     )
 
 
@@ -190,10 +251,15 @@ def format_table(result: ParityResult) -> str:
         src = c.inputs if len(c.inputs) <= 10 else "images"
         lines.append(f"{c.runner:<18} {src:<10} {c.batch:>5} {m['max_abs']:>10.3g} {m['max_rel']:>10.3g} "
                      f"{m['mean_abs']:>10.3g} {m['min_cosine']:>10.7f} {m['top1_agreement']:>7.1%}  "
-                     f"{'PASS' if c.passed else 'FAIL: ' + '; '.join(c.reasons)}")
+                     f"{'' if c.gated else 'INFO (not gated) '}{'PASS' if c.passed else 'FAIL: ' + '; '.join(c.reasons)}")
     for s in result.skipped:
         lines.append(f"skipped: {s}")
-    lines.append(f"{'PASS' if result.passed else 'FAIL'}: {sum(c.passed for c in result.cases)}/{len(result.cases)} cases within "
+    gated = [c for c in result.cases if c.gated]
+    info = [c for c in result.cases if not c.gated]
+    if info:
+        lines.append(f"gated on {result.gate}; {sum(not c.passed for c in info)} of {len(info)} information-only "
+                     "case(s) are outside the tolerance")
+    lines.append(f"{'PASS' if result.passed else 'FAIL'}: {sum(c.passed for c in gated)}/{len(gated)} gated cases within "
                  f"atol {result.tolerance['atol']:g}, rtol {result.tolerance['rtol']:g}, cosine >= {result.tolerance['min_cosine']:g}, "
                  f"top-1 >= {result.tolerance['min_top1']:.0%}")
     if result.locate:
@@ -217,16 +283,22 @@ def junit_xml(result: ParityResult) -> str:
     from xml.etree import ElementTree as ET
 
     suite = ET.Element("testsuite", name="attnvgg.validate", tests=str(len(result.cases)),
-                       failures=str(sum(not c.passed for c in result.cases)), errors="0",
+                       failures=str(sum(c.gated and not c.passed for c in result.cases)), errors="0",
                        time=f"{sum(c.seconds for c in result.cases):.3f}")
     for c in result.cases:
         case = ET.SubElement(suite, "testcase", classname=f"parity.{Path(result.artifact).name}.{c.runner}",
                              name=f"{c.inputs}-batch{c.batch}-{c.output}", time=f"{c.seconds:.3f}")
-        if not c.passed:
+        if not c.gated:
+            props = ET.SubElement(case, "properties")
+            ET.SubElement(props, "property", name="gated", value="false")
+            ET.SubElement(props, "property", name="information_only_result",
+                          value="pass" if c.passed else "fail: " + "; ".join(c.reasons))
+        elif not c.passed:
             fail = ET.SubElement(case, "failure", message="; ".join(c.reasons), type="ParityFailure")
             fail.text = ", ".join(f"{k}={v}" for k, v in c.metrics.items())
         out = ET.SubElement(case, "system-out")
-        out.text = ", ".join(f"{k}={v}" for k, v in c.metrics.items())
+        out.text = ("" if c.gated else f"INFO (not gated: {result.gate}) ") + ", ".join(
+            f"{k}={v}" for k, v in c.metrics.items())
     if result.locate and result.locate.get("found"):
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="first_diverging_layer", value=str(result.locate["module"]))
@@ -258,12 +330,12 @@ def validate_artifact(
     """Parity, then (if asked and it failed) the first diverging layer; results written atomically."""
     result = run_parity(artifact, model_spec, spec, precision=precision, explicit_batches=explicit_batches,
                         preprocess=preprocess)
-    if spec.locate and not result.passed and Path(artifact).suffix == ".onnx":
+    failing = next((c for c in result.cases if c.gated and not c.passed), None)
+    if spec.locate and failing is not None and Path(artifact).suffix == ".onnx":
         from attnvgg.models.build import build_model
         from attnvgg.validate.locate import locate_divergence
 
         tol = spec.tolerances[result.precision]
-        failing = next(c for c in result.cases if not c.passed)
         x = next(random_inputs((model_spec.in_channels, model_spec.input_size, model_spec.input_size),
                                failing.batch, failing.batch, spec.seed))
         atol = tol.atol if np.isfinite(tol.atol) else 1e-2

@@ -50,6 +50,8 @@ def preprocess_spec_for(artifact: str | os.PathLike) -> PreprocessSpec | None:
 
 def resolve_model_spec(artifact: str | os.PathLike, override: ModelSpec | None, overridden: bool) -> ModelSpec:
     """The reference model: explicit options win; else the artifact's sidecar chain."""
+    if not Path(artifact).exists():   # say so first: a missing sidecar is only a consequence
+        raise InputError(f"file not found: {artifact}", "check the path, or run attnvgg export first")
     if overridden and override is not None:
         return override
     spec = model_spec_for(artifact)
