@@ -343,6 +343,9 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
         check_names(stages, RUN_STAGES, "stage")
     check_settings(cfg)
     root = Path(cfg.run.out)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"run folder {root} is a file", "pass a folder with --out")
+    Manifest(root, warn=lambda m: None)   # a foreign or wrong-shaped manifest is refused before anything is touched
     with run_lock(root, echo):
         return _run_locked(cfg, root, set(stages or cfg.run.stages), force, echo)
 
