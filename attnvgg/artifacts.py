@@ -236,18 +236,26 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def temp_dir(parent: str | os.PathLike, kind: str) -> Iterator[Path]:
-    """A scratch folder ``parent/.KIND-PID@HOST-XXXX/`` (stale ones of the same kind are removed first)."""
+def temp_dir(parent: str | os.PathLike, kind: str, dest: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A scratch folder ``parent/.KIND-PID@HOST-XXXX/`` (stale ones of the same kind are removed first);
+    ``dest`` is what it is for, named in errors."""
     parent = ensure_dir(parent)
     clean_stale(parent, f".{kind}-")
     try:
         stage = Path(tempfile.mkdtemp(prefix=f".{kind}-{_tag()}-", dir=parent))
     except OSError as exc:
-        raise write_error(exc, parent / f".{kind}") from exc
+        raise write_error(exc, dest or parent / f".{kind}") from exc
     try:
         yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def scratch_prefix(kind: str) -> str:
+    """A prefix for a scratch folder in the system temp dir (``attnvgg-KIND-PID@HOST-``), after
+    removing the ones a killed run of the same kind left there (large copies of models)."""
+    clean_stale(tempfile.gettempdir(), f"attnvgg-{kind}-")
+    return f"attnvgg-{kind}-{_tag()}-"
 
 
 @contextlib.contextmanager
@@ -258,7 +266,7 @@ def atomic_files(dest_dir: str | os.PathLike) -> Iterator[Path]:
     written last (e.g. the ``.onnx`` that references a ``.onnx.data``) appears last.
     """
     dest_dir = Path(dest_dir)
-    with temp_dir(dest_dir, "staging") as stage:
+    with temp_dir(dest_dir, "staging", dest_dir / "(staged files)") as stage:
         current = dest_dir / "(staged files)"
         try:
             yield stage

@@ -369,11 +369,12 @@ def _run_locked(cfg: Config, root: Path, selected: set[str], force: bool, echo: 
             summary["steps"][step.name] = "not selected"
             continue
         reason = step.skip_reason() if step.skip_reason else None
-        if reason is None and step.variant in missing:
-            reason = missing[step.variant]
-            notes["skipped"][step.name] = reason
         if reason:
-            notes["skipped"].setdefault(step.stage, reason)
+            notes["skipped"][step.stage] = reason
+        elif step.variant in missing:
+            reason = missing[step.variant]
+            notes["skipped"][step.name] = reason      # this step only: the stage ran for the other variants
+        if reason:
             echo(f"{label} skipped: {reason}")
             summary["steps"][step.name] = f"skipped: {reason}"
             continue

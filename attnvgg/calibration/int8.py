@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from attnvgg.artifacts import atomic_path, onnx_hash, sha256_json, sidecar_path, write_json
+from attnvgg.artifacts import atomic_path, onnx_hash, scratch_prefix, sha256_json, sidecar_path, write_json
 from attnvgg.calibration import cache as calib_cache
 from attnvgg.calibration.graph import GraphIndex, ensure_node_names, toposort
 from attnvgg.calibration.policy import (
@@ -299,7 +299,7 @@ class RangeSession:
     @property
     def tmp(self) -> Path:
         if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="attnvgg-calib-")
+            self._tmp = tempfile.TemporaryDirectory(prefix=scratch_prefix("calib"))
         return Path(self._tmp.name)
 
     @property

@@ -218,7 +218,7 @@ def export_onnx(
                          "check --input-size and the model's expected input channels") from exc
 
     t0 = time.perf_counter()
-    with temp_dir(out.parent, "export") as tmp, _write_errors(out):
+    with temp_dir(out.parent, "export", out) as tmp, _write_errors(out):
         raw = Path(tmp) / out.name
         try:
             with _quiet(), torch.no_grad():

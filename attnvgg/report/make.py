@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
+from attnvgg.artifacts import strict_json
 from attnvgg.errors import InputError
 from attnvgg.report.load import REPORT_FORMAT, collect
 from attnvgg.report.plot import pareto_front, plot_png
@@ -74,7 +75,7 @@ def make_report(inputs: Sequence[Path] | Path | str, out_dir: Path | str,
     if out.exists() and not out.is_dir():
         raise InputError(f"report output {out} is a file", "pass a folder with --out")
     doc, png = build_document(ins, plot_batch)
-    texts = {"markdown": markdown(doc), "json": json.dumps(doc, indent=2) + "\n",
+    texts = {"markdown": markdown(doc), "json": json.dumps(strict_json(doc), indent=2, allow_nan=False) + "\n",
              "csv": to_csv(doc["rows"], doc["batches"]), "html": html_page(doc, png)}
     with atomic_files(out) as stage:
         for key, text in texts.items():

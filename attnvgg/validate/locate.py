@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from attnvgg.artifacts import scratch_prefix
+
 
 def _torch_records(model: Any, x: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
     import torch
@@ -85,7 +87,7 @@ def run_all_outputs(path: Path, feeds: dict[str, np.ndarray] | np.ndarray
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
-    with tempfile.TemporaryDirectory(prefix="attnvgg-outputs-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("outputs")) as tmp:
         p = Path(tmp) / "all_outputs.onnx"
         onnx.save(model, str(p), save_as_external_data=model.ByteSize() >= TWO_GB - (64 << 20))
         del model

@@ -259,6 +259,8 @@ def format_table(result: ParityResult) -> str:
     if info:
         lines.append(f"gated on {result.gate}; {sum(not c.passed for c in info)} of {len(info)} information-only "
                      "case(s) are outside the tolerance")
+    elif result.gate != "all cases":
+        lines.append(f"gated on {result.gate}")
     lines.append(f"{'PASS' if result.passed else 'FAIL'}: {sum(c.passed for c in gated)}/{len(gated)} gated cases within "
                  f"atol {result.tolerance['atol']:g}, rtol {result.tolerance['rtol']:g}, cosine >= {result.tolerance['min_cosine']:g}, "
                  f"top-1 >= {result.tolerance['min_top1']:.0%}")

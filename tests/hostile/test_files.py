@@ -99,3 +99,20 @@ def test_report_markdown_escapes_names(tmp_path):
 
     assert rows and all(cells(ln) == cells(header) for ln in rows), rows
     assert "no \\<b\\>tensorrt\\</b\\> \\| here" in md
+
+
+def test_stale_calibration_scratch_of_a_killed_run_is_cleaned(work, tmp_path, monkeypatch):
+    """Calibration stages a copy of the model in the temp dir; a kill -9 left it there forever."""
+    import tempfile
+
+    from attnvgg.artifacts import _HOST
+
+    scratch = tmp_path / "systemtmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    dead = scratch / f"attnvgg-calib-{_dead_pid()}@{_HOST}-abcd"
+    dead.mkdir()
+    (dead / "model.onnx").write_bytes(b"x" * 100)
+    res = run_cli(["calibrate", "model.sim.onnx", "--num-images", "16", "--no-cache", "-o", "q.onnx"], cwd=work)
+    assert res.exit_code == 0, res.output
+    assert not dead.exists() and list(scratch.iterdir()) == []
