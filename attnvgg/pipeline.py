@@ -43,7 +43,8 @@ def preset_config(name: str) -> Config:
             "model": {"gamma": 0.5, "num_classes": 1000, "input_size": 224, "width": 1.0},
             "preprocess": {"resize": 224, "crop": 224},
             "export": {"batch_max": 8},
-            "validate": {"batches": [1], "samples": 2},
+            # images from the data it is calibrated and evaluated on: what the INT8 gate rests on
+            "validate": {"batches": [1], "samples": 2, "images": "builtin:val"},
             "calibrate": {"data": "builtin:calib", "num_images": 64, "batch_size": 8},
             "evaluate": {"data": "builtin:val", "batch_size": 8, "limit": 64},
             "bench": {"batches": [1, 8], "warmup": 2, "iterations": 10, "min_seconds": 0.0},

@@ -87,6 +87,7 @@ def test_manifest_hit_and_invalidation(tmp_path):
 def _tiny_run_cfg(tmp_path, *extra):
     return effective_config("vgg16-224", None, [
         "model.width=0.0625", "model.input_size=32", "model.num_classes=10", "model.gamma=0.5",
+        "preprocess.resize=32", "preprocess.crop=32",   # the preset validates on builtin:val images too
         "validate.batches=[1,3]", "validate.samples=3", f'run.out="{tmp_path / "run"}"', *extra])
 
 
