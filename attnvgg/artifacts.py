@@ -169,12 +169,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _is_stale(entry: Path, now: float) -> bool:
-    m = _TAG_RE.search(entry.name)
+_LEGACY_RE = re.compile(r"[a-z0-9_]{8}")   # tempfile's random part: what older attnvgg versions left
+
+
+def _is_stale(entry: Path, now: float, middle: str) -> bool:
+    m = _TAG_RE.match(middle)
     if m:
         if m.group("host") != _HOST:
             return False          # another machine's writer (a shared file system): not ours to judge
         return not _pid_alive(int(m.group("pid")))
+    if not _LEGACY_RE.fullmatch(middle):
+        return False              # not a name we make: never touch it
     try:
         return now - entry.lstat().st_mtime > LEGACY_STALE_S
     except OSError:
@@ -195,7 +200,10 @@ def clean_stale(folder: str | os.PathLike, prefix: str, suffix: str = "") -> lis
         return removed
     now = time.time()
     for e in entries:
-        if not (e.name.startswith(prefix) and e.name.endswith(suffix)) or not _is_stale(e, now):
+        name = e.name
+        if not (name.startswith(prefix) and name.endswith(suffix)) or len(name) <= len(prefix) + len(suffix):
+            continue
+        if not _is_stale(e, now, name[len(prefix):len(name) - len(suffix)]):
             continue
         try:
             if e.is_dir() and not e.is_symlink():

@@ -57,19 +57,21 @@ def test_stale_temporaries_of_a_killed_writer_are_cleaned(work):
     stale_tmp = work / f".m16.onnx.{dead}@{_HOST}.abc123.tmp"
     live_tmp = work / f".m16.onnx.{live}@{_HOST}.def456.tmp"
     other_host = work / f".m16.onnx.{dead}@ffffff.ghi789.tmp"
-    legacy_old = work / ".m16.onnx.k2j4h5.tmp"
-    legacy_new = work / ".m16.onnx.z9y8x7.tmp"
-    for p in (stale_tmp, live_tmp, other_host, legacy_old, legacy_new):
+    legacy_old = work / ".m16.onnx.k2j4h5ab.tmp"      # tempfile's name from older versions, 2 days old
+    legacy_new = work / ".m16.onnx.z9y8x7wv.tmp"      # the same, fresh: maybe a live older writer
+    not_ours = work / ".m16.onnx.my-notes.tmp"        # not a name attnvgg makes, however old
+    for p in (stale_tmp, live_tmp, other_host, legacy_old, legacy_new, not_ours):
         p.write_bytes(b"")
     day_ago = time.time() - 2 * 24 * 3600
     os.utime(legacy_old, (day_ago, day_ago))
+    os.utime(not_ours, (day_ago, day_ago))
     stale_export = work / f".export-{dead}@{_HOST}-q1w2e3"
     stale_export.mkdir()
     (stale_export / "model.onnx").write_bytes(b"half")
     res = run_cli(["convert", "model.sim.onnx", "--precision", "fp16", "--no-check", "-o", "m16.onnx"], cwd=work)
     assert res.exit_code == 0, res.output
     assert not stale_tmp.exists() and not legacy_old.exists()
-    assert live_tmp.exists() and other_host.exists() and legacy_new.exists()
+    assert live_tmp.exists() and other_host.exists() and legacy_new.exists() and not_ours.exists()
     res = run_cli(["export", "--width", "0.0625", "--input-size", "32", "--num-classes", "10", "-o", "e.onnx"], cwd=work)
     assert res.exit_code == 0, res.output
     assert not stale_export.exists()
