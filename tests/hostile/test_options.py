@@ -18,6 +18,8 @@ CASES = [
     ("export-num-classes-0", ["export", "--num-classes", "0", "-o", "new.onnx"], 2, r"num_classes must be at least 1, got 0"),
     ("export-num-classes--1", ["export", "--num-classes", "-1", "-o", "new.onnx"], 2, r"num_classes must be at least 1, got -1"),
     ("export-opset-5", ["export", *TINY, "--opset", "5", "-o", "new.onnx"], 2, r"opset 5 cannot be exported"),
+    ("export-opset-10-dynamo-writes-18", ["export", *TINY, "--opset", "10", "-o", "new.onnx"], 2,
+     r"the dynamo exporter wrote opset 18, not the opset 10 asked for; nothing was written"),
     ("export-opset-99", ["export", *TINY, "--opset", "99", "-o", "new.onnx"], 2, r"opset 99 is newer than"),
     ("export-width-0", ["export", "--width", "0", "-o", "new.onnx"], 2, r"width must be a positive number"),
     ("export-width-nan", ["export", "--width", "nan", "-o", "new.onnx"], 2, r"width must be a positive number"),
