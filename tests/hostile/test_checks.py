@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import error_line, run_cli
+from tests.hostile.conftest import rehash_sidecar
 
 
 def _strict(text: str):
@@ -46,6 +47,7 @@ def test_nan_model_parity_json_is_strict(work):
     arr[:] = np.nan
     init.CopyFrom(numpy_helper.from_array(arr, init.name))
     onnx.save(m, str(work / "model.sim.onnx"))
+    rehash_sidecar(work / "model.sim.onnx")
     res = run_cli(["validate", "model.sim.onnx", "--batches", "1", "--samples", "2", "--json", "p.json",
                    "--junit", "p.xml"], cwd=work)
     assert res.exit_code == 1, res.output

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.hostile.conftest import refused
+from tests.hostile.conftest import refused, result_file
 
 
 def _nan_npz(path, hw=32):
@@ -59,8 +59,10 @@ REPORT_CASES = [
 def test_report_refuses_wrong_types(work, record, pattern):
     res = work / "results"
     res.mkdir()
-    (res / "good.json").write_text(json.dumps({"artifact": "model.sim.onnx", "top1": 0.5, "images": 8}))
-    (res / "bad.json").write_text(json.dumps(record))
+    (res / "good.json").write_text(json.dumps(result_file("accuracy", {"artifact": "model.sim.onnx", "top1": 0.5,
+                                                                       "images": 8})))
+    kind = "parity" if "cases" in record else "accuracy"
+    (res / "bad.json").write_text(json.dumps(result_file(kind, record)))
     line = refused(["report", "results", "--out", "rep"], work, 2, pattern)
     assert "bad.json" in line
 

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.conftest import run_cli
+from tests.hostile.conftest import result_file
 
 
 @pytest.fixture
@@ -84,8 +85,9 @@ def test_report_markdown_escapes_names(tmp_path):
     res = tmp_path / "results"
     res.mkdir()
     name = "evil|<img src=x onerror=alert(1)>**b**.onnx"
-    (res / "acc.json").write_text(json.dumps({"artifact": name, "runner": "ort|x", "top1": 0.5, "images": 8}))
-    (res / "notes.json").write_text(json.dumps({"skipped": {"build": "no <b>tensorrt</b> | here"}}))
+    (res / "acc.json").write_text(json.dumps(result_file("accuracy", {"artifact": name, "runner": "ort|x", "top1": 0.5,
+                                                                      "images": 8})))
+    (res / "notes.json").write_text(json.dumps(result_file("notes", {"skipped": {"build": "no <b>tensorrt</b> | here"}})))
     out = make_report([res], tmp_path / "rep")
     md = out["markdown"].read_text()
     import re

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.conftest import run_cli
-from tests.hostile.conftest import refused, snapshot
+from tests.hostile.conftest import refused, result_file, snapshot
 
 TINY = ["--width", "0.0625", "--input-size", "32", "--num-classes", "10"]
 
@@ -33,7 +33,8 @@ PARENT_IS_FILE = [
 def _results(work):
     """A minimal accuracy result for report cases."""
     (work / "results").mkdir(exist_ok=True)
-    (work / "results" / "acc.json").write_text(json.dumps({"artifact": "model.sim.onnx", "top1": 0.5, "images": 8}))
+    (work / "results" / "acc.json").write_text(json.dumps(result_file("accuracy", {"artifact": "model.sim.onnx",
+                                                                                   "top1": 0.5, "images": 8})))
 
 
 @pytest.mark.parametrize("args", [c[1] for c in PARENT_IS_FILE], ids=[c[0] for c in PARENT_IS_FILE])
