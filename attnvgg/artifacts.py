@@ -30,7 +30,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from attnvgg.errors import AttnvggError, InputError, StageError
 
@@ -354,6 +354,32 @@ def _json_default(obj: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None]) -> None:
+    """The one output-path check of a command: an output may be neither one of the command's inputs
+    nor a file that belongs to one (its sidecar ``.json``, its ONNX external ``.data``), nor another
+    output. Raises InputError before anything is written (``evaluate m.onnx -o m.onnx`` once
+    replaced the model with a 910-byte JSON)."""
+    owned: dict[Path, str] = {}
+    for i in inputs:
+        if i is None or str(i) == "pytorch":
+            continue
+        p = Path(i).resolve()
+        owned[p] = f"the input {i}"
+        owned[sidecar_path(p)] = f"the sidecar of the input {i}"
+        owned[external_data_path(p)] = f"the external data of the input {i}"
+    seen: dict[Path, str] = {}
+    for o in outputs:
+        if o is None:
+            continue
+        p = Path(o).resolve()
+        if p in owned:
+            raise InputError(f"output {o} is {owned[p]}; writing it would destroy what the command reads",
+                             "write the output to another path")
+        if p in seen:
+            raise InputError(f"output {o} is given twice (also as {seen[p]})", "give each output its own path")
+        seen[p] = str(o)
 
 
 def sidecar_path(artifact: str | os.PathLike) -> Path:

@@ -458,6 +458,10 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
     if artifact is None and not (cfg.model.checkpoint or cfg.model.factory or config_path):
         raise InputError("no model to evaluate: no ARTIFACT and no trained weights",
                          "pass an .onnx/.engine file, or --checkpoint/--model/--config for the PyTorch model")
+    from attnvgg.artifacts import check_outputs
+
+    check_outputs([out or (artifact + ".accuracy.json" if artifact else "accuracy.json"), save_logits],
+                  [artifact, None if reference == "pytorch" else reference, reference_logits, config_path])
     runner = open_runner(artifact, provider=spec.provider, threads=spec.threads, model_spec=cfg.model)
     ref_runner = None
     if reference == "pytorch":
@@ -659,8 +663,10 @@ def bench_cmd(artifacts: tuple[str, ...], pytorch: bool, batches: str | None, th
             from attnvgg.validate.reference import model_spec_for
 
             model_spec = next((s for s in (model_spec_for(a) for a in artifacts if Path(a).is_file()) if s), None)
+    from attnvgg.artifacts import check_outputs
     from attnvgg.engines.bench import bench_artifacts, format_table
 
+    check_outputs([json_path], [*artifacts, config_path])
     result = bench_artifacts(items, b, model_spec, json_path)
     click.echo(format_table(result))
     if json_path:

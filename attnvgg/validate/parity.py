@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from attnvgg.artifacts import check_outputs
 from attnvgg.config import ModelSpec, PreprocessSpec, Tolerance, ValidateSpec
 from attnvgg.errors import InputError
 
@@ -330,6 +331,7 @@ def validate_artifact(
     preprocess: PreprocessSpec | None = None,
 ) -> ParityResult:
     """Parity, then (if asked and it failed) the first diverging layer; results written atomically."""
+    check_outputs([json_path, junit_path], [artifact])
     result = run_parity(artifact, model_spec, spec, precision=precision, explicit_batches=explicit_batches,
                         preprocess=preprocess)
     failing = next((c for c in result.cases if c.gated and not c.passed), None)

@@ -6,13 +6,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from attnvgg import sidecar
 from attnvgg.config import ModelSpec, PreprocessSpec, from_dict
 from attnvgg.errors import InputError
 
 
 def lineage(artifact: str | os.PathLike, max_depth: int = 8) -> list[dict]:
-    """Sidecars of the artifact and its sources, nearest first."""
-    from attnvgg.artifacts import read_json, sidecar_path
+    """Sidecars of the artifact and its sources, nearest first; each validated and hash-checked
+    (``attnvgg.sidecar.read``)."""
+    from attnvgg.artifacts import sidecar_path
 
     chain: list[dict] = []
     p: Path | None = Path(artifact)
@@ -22,7 +24,9 @@ def lineage(artifact: str | os.PathLike, max_depth: int = 8) -> list[dict]:
         if not side.is_file() or side in seen:
             break
         seen.add(side)
-        data = read_json(side)
+        data = sidecar.read(p)
+        if data is None:
+            break
         chain.append(data)
         src = data.get("source")
         if not src:
@@ -34,10 +38,18 @@ def lineage(artifact: str | os.PathLike, max_depth: int = 8) -> list[dict]:
     return chain
 
 
-def model_spec_for(artifact: str | os.PathLike) -> ModelSpec | None:
+def model_spec_for(artifact: str | os.PathLike, trust: bool = False, factory: str | None = None) -> ModelSpec | None:
+    """The model spec in the artifact's sidecar chain. ``trust``/``factory`` are what the user granted
+    on the command line or in a config; a sidecar asking for more is refused (never code from data)."""
+    from attnvgg.artifacts import sidecar_path
+
     for side in lineage(artifact):
         if side.get("model"):
-            return from_dict(ModelSpec, side["model"], "sidecar model")
+            sidecar.check_grants(side, sidecar_path(Path(artifact)), trust, factory)
+            try:
+                return from_dict(ModelSpec, side["model"], "sidecar model")
+            except InputError as exc:
+                raise InputError(f"sidecar of {artifact}: {exc.message}", "re-run attnvgg export") from exc
     return None
 
 
@@ -54,7 +66,8 @@ def resolve_model_spec(artifact: str | os.PathLike, override: ModelSpec | None, 
         raise InputError(f"file not found: {artifact}", "check the path, or run attnvgg export first")
     if overridden and override is not None:
         return override
-    spec = model_spec_for(artifact)
+    grants = override if override is not None else ModelSpec()
+    spec = model_spec_for(artifact, trust=grants.trust_checkpoint, factory=grants.factory)
     if spec is None:
         if override is not None and (override.checkpoint or override.factory):
             return override
