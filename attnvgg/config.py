@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from attnvgg.errors import InputError
+from attnvgg.artifacts import write_text
 
 ATTENTION_KINDS = ("global", "se", "cbam", "none")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -361,6 +362,64 @@ def apply_dict(obj: Any, data: dict, where: str = "") -> Any:
     return obj
 
 
+@dataclass
+class Settings:
+    """The effective config and which keys the user gave (config file, flags, --set), per section.
+
+    ``given`` lets a stage tell "the user asked for this model" from "the preset's default", e.g.
+    to take the model spec and preprocessing stored with an artifact unless the user gave them."""
+
+    cfg: Config
+    given: dict[str, set[str]] = field(default_factory=dict)
+
+    def gave(self, section: str, besides: tuple[str, ...] = ()) -> bool:
+        return bool(self.given.get(section, set()) - set(besides))
+
+
+def layer(cfg: Config, layers: list[dict]) -> Settings:
+    """Apply ``layers`` in order over ``cfg`` (each through ``apply_dict``: unknown keys and wrong
+    types refused) and record which sections and keys they set."""
+    given: dict[str, set[str]] = {}
+    for data in layers:
+        apply_dict(cfg, data)
+        for section, table in data.items():
+            keys = set(table) if isinstance(table, dict) else {section}
+            given.setdefault(section, set()).update(keys)
+    return Settings(cfg, given)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A --config file as a layer. A model TOML (``attnvgg train`` writes one beside each checkpoint,
+    e.g. attnvgg/assets/builtin.toml) is a valid config: its ``[result]`` table (what training
+    measured) is facts, not settings, and is left out; a relative checkpoint path is taken relative
+    to the file when it is not found relative to the working directory."""
+    data = read_toml(path)
+    data.pop("result", None)
+    model = data.get("model")
+    if isinstance(model, dict):
+        for key in ("checkpoint", "pretrained_vgg"):
+            value = model.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+                beside = Path(path).parent / value
+                if beside.exists():
+                    model[key] = str(beside)
+    return data
+
+
+def nested(flags: dict[str, Any]) -> dict:
+    """``{"export.opset": 17, "model.width": None}`` -> ``{"export": {"opset": 17}}`` (None = not given)."""
+    out: dict = {}
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        cur = out
+        keys = dotted.split(".")
+        for k in keys[:-1]:
+            cur = cur.setdefault(k, {})
+        cur[keys[-1]] = value
+    return out
+
+
 def parse_override(text: str) -> dict:
     """``section.key=value`` (value in TOML syntax, bare words taken as strings) -> nested dict."""
     if "=" not in text:
@@ -426,6 +485,4 @@ def dumps_config(cfg: Any) -> str:
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:
-    from attnvgg.artifacts import write_text
-
     return write_text(path, dumps_config(cfg))

@@ -122,7 +122,7 @@ def _float_layers(path: Path) -> tuple[int, int]:
 def _drop(model: Path, reference: Path, val, limit: int | None) -> float:
     from attnvgg.config import EvaluateSpec
     from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
-    from attnvgg.validate.accuracy import evaluate
+    from attnvgg.runners.accuracy import evaluate
 
     spec = EvaluateSpec(batch_size=16, limit=limit)
     with OnnxRuntimeRunner(reference) as r:

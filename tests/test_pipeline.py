@@ -111,7 +111,7 @@ def test_run_caches_and_reruns_only_what_changed(tmp_path):
 
 
 def test_run_resumes_after_interruption(tmp_path, monkeypatch):
-    import attnvgg.export.simplify as simp
+    import attnvgg.pipeline as simp      # the pipeline's reference to the stage function
 
     cfg = _tiny_run_cfg(tmp_path, 'run.variants=["fp32"]')
 

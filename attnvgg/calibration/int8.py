@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from attnvgg.artifacts import atomic_path, onnx_hash, sha256_json, sidecar_path, write_json
+from attnvgg import sidecar
+from attnvgg.artifacts import atomic_path, external_data_path, onnx_hash, sha256_json, sidecar_path
 from attnvgg.calibration import cache as calib_cache
-from attnvgg.calibration.graph import GraphIndex, ensure_node_names, toposort
+from attnvgg.calibration.graph import GraphIndex
 from attnvgg.calibration.policy import (
     ExclusionPlan,
     detach_from_qdq,
@@ -34,10 +35,11 @@ from attnvgg.calibration.policy import (
     policy_violations,
     quantized_nodes,
 )
-from attnvgg.calibration.reader import Dataset, InputShape, OneBatch, checked_batches, model_input
+from attnvgg.calibration.reader import Dataset, OneBatch, checked_batches
 from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, CalibrateSpec, default_tolerances
-from attnvgg.export.graph import load_onnx
+from attnvgg.onnxgraph import InputShape, ensure_node_names, load_onnx, model_input, toposort
 from attnvgg.errors import InputError, StageError, require
+from attnvgg.runners.metrics import compare, passes
 
 #: Real calibration passes run in this process; tests use it to prove a cache hit skipped one.
 CALIBRATION_PASSES = 0
@@ -135,8 +137,6 @@ def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool) -> Path:
     those names (the quantizer addresses nodes by name).
     """
     import onnx
-
-    from attnvgg.artifacts import external_data_path
 
     if renamed:
         dest = tmp / "source.onnx"
@@ -399,29 +399,28 @@ class RangeSession:
         import onnxruntime
 
         spec, src, key = self.spec, self.src, self.key
-        sidecar = sidecar_path(out)
+        side_path = sidecar_path(out)
         with atomic_path(out) as tmp_out:
             onnx.save(quantized_model, str(tmp_out))
             del quantized_model
             self.mark("save")
             parity = _quick_parity(src, tmp_out, self.dataset, self.shape, spec.check_samples, self.batch)
             self.mark("parity")
-            if sidecar.exists():
-                sidecar.unlink()  # never pair the new model with an old sidecar
+            if side_path.exists():
+                side_path.unlink()  # never pair the new model with an old sidecar
         total_s = time.perf_counter() - self.t_start
         if parity and not parity.get("passed", True):
             self.note(f"INT8 vs fp32 on {parity['samples']} calibration images: cosine {parity['cosine']:.4f}, "
                       f"top-1 agreement {parity['top1_agreement']:.0%} (below the int8 tolerance; attnvgg validate gates this)")
         found = self.found
         result = CalibrationResult(
-            output=out, sidecar=sidecar, method=spec.method, flavour=spec.flavour, images=self.n_images,
+            output=out, sidecar=side_path, method=spec.method, flavour=spec.flavour, images=self.n_images,
             batch_size=self.batch, cache_hit=self.cache_hit, cache_entry=str(found.path) if found is not None else None,
             calibration_s=round(self.calibration_s, 3), total_s=round(total_s, 3),
             excluded=[asdict(p) for p in plan.nodes], quantized=qnodes, notes=list(self.notes), parity=parity,
             timings=dict(self.timings))
-        write_json(sidecar, {
-            "precision": "int8", "format": "qdq", "flavour": spec.flavour, "method": spec.method,
-            "source": str(src), "source_onnx_hash": key.model_hash, "onnx_hash": onnx_hash(out),
+        sidecar.write(out, "int8", {
+            "quant_format": "qdq", "flavour": spec.flavour, "method": spec.method,
             "data": self.dataset.describe(), "data_hash": key.data_hash, "images": self.n_images,
             "batch_size": self.batch,
             "activation_type": "int8" if spec.flavour == "tensorrt" else "uint8", "weight_type": "int8",
@@ -432,7 +431,7 @@ class RangeSession:
             "cache": {"hit": result.cache_hit, "entry": result.cache_entry},
             "parity_vs_fp32": parity, "notes": list(self.notes), "onnxruntime": onnxruntime.__version__,
             **(extra_sidecar or {}),
-        })
+        }, source=src)
         return result
 
 
@@ -495,8 +494,6 @@ def _quick_parity(src: Path, quantized: Path, dataset: Dataset, shape: InputShap
         return None
     import numpy as np
     import onnxruntime as ort
-
-    from attnvgg.validate.metrics import compare, passes
 
     n = batch if shape.batch > 0 else samples
     try:

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from attnvgg.config import BuildSpec
 from attnvgg.engines.build_plan import BuildPlan, plan_build
+from attnvgg.engines.tensorrt import build_engines
 
 
 @dataclass
@@ -26,6 +27,5 @@ def run_build(onnx_paths: Sequence[str | os.PathLike], spec: BuildSpec, out_dir:
     plan = plan_build(onnx_paths, spec, out_dir)
     if dry_run:
         return BuildResult(plan)
-    from attnvgg.engines.tensorrt import build_engines
 
     return BuildResult(plan, build_engines(plan))

@@ -14,7 +14,6 @@ typed build, the only kind TensorRT 11 has.
 Sidecar compatibility (``check_sidecar``): an engine runs only on the TensorRT version and GPU
 it was built with, so loading one whose sidecar names another TensorRT version, GPU name or
 compute capability is refused. Two build options relax this on purpose:
-
 * ``version_compatible``: the engine carries its lean runtime, so any TensorRT version equal to
   or newer than the one that built it is accepted; an older one is still refused.
 * ``hardware_compatibility = "ampere+"``: the GPU name and exact compute capability are not
@@ -31,7 +30,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from attnvgg.config import BUILD_PRESETS, HARDWARE_COMPATIBILITY, PRECISIONS, BuildSpec
+from attnvgg import sidecar
+from attnvgg.config import BUILD_PRESETS, HARDWARE_COMPATIBILITY, BuildSpec
+from attnvgg.onnxgraph import dims, elem_type_name, precision_evidence
 from attnvgg.errors import InputError
 from attnvgg.runners.trt_compat import INSTALL_HINT, SIDECAR_FORMAT, RuntimeEnv  # noqa: F401 - re-used names
 
@@ -81,20 +82,8 @@ class OnnxFacts:
 
 
 def _tensor_info(value_info: Any) -> TensorInfo:
-    import onnx
-
-    tt = value_info.type.tensor_type
-    try:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
-    except Exception:
-        dtype = onnx.TensorProto.DataType.Name(tt.elem_type).lower()
-    dims: list[Any] = []
-    for d in tt.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(d.dim_param or "?")
-    return TensorInfo(value_info.name, dtype, tuple(dims))
+    shape = tuple(d if not isinstance(d, int) or d > 0 else "?" for d in dims(value_info))
+    return TensorInfo(value_info.name, elem_type_name(value_info.type.tensor_type.elem_type), shape)
 
 
 def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
@@ -130,7 +119,6 @@ def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
                     f"{path} has a non-zero Q/DQ zero point at node {n.name or n.op_type}; TensorRT needs zero point 0",
                     "recalibrate with symmetric quantization (attnvgg calibrate)",
                 )
-    from attnvgg.export.graph import precision_evidence
 
     return precision_evidence(model)
 
@@ -167,23 +155,14 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
 
     graph_precision, evidence = _graph_precision(model, p)
     precision, source = graph_precision, evidence
-    meta = p.with_name(p.name + ".json")
-    if meta.is_file():
-        import json
-
-        try:
-            declared = json.loads(meta.read_text()).get("precision")
-        except Exception as exc:
-            raise InputError(f"sidecar {meta} is not valid JSON ({exc})", "fix or delete it") from exc
-        if declared is not None:
-            if declared not in PRECISIONS:
-                raise InputError(f"sidecar {meta} declares precision {declared!r}", f"use one of {', '.join(PRECISIONS)}")
-            if declared != graph_precision:
-                raise InputError(
-                    f"{p}: sidecar {meta.name} says {declared} but the graph is {graph_precision} ({evidence})",
-                    "regenerate the file with attnvgg convert/calibrate, or fix the sidecar",
-                )
-            source = f"sidecar {meta.name}; {evidence}"
+    side = sidecar.read(p)          # validated and hash-checked; its precision is one of PRECISIONS
+    if side is not None:
+        if side.precision != graph_precision:
+            raise InputError(
+                f"{p}: sidecar {side.path.name} says {side.precision} but the graph is {graph_precision} ({evidence})",
+                "regenerate the file with attnvgg convert/calibrate, or fix the sidecar",
+            )
+        source = f"sidecar {side.path.name}; {evidence}"
     return OnnxFacts(p, inputs, outputs, precision, source)
 
 

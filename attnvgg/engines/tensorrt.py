@@ -24,11 +24,12 @@ from attnvgg.engines.build_plan import BuildOptions, BuildPlan, EnginePlan, make
 from attnvgg.errors import InputError, MissingDependency, StageError
 from attnvgg.runners.tensorrt import _logger, require_tensorrt, runtime_env
 from attnvgg.runners.trt_compat import RuntimeEnv, trt_capabilities
+from attnvgg import __version__, sidecar
+from attnvgg.artifacts import atomic_path, onnx_hash, write_bytes, write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
-
 
 # ----------------------------------------------------------------------------- build
 
@@ -104,8 +105,6 @@ def _attach_timing_cache(config: Any, path: Optional[Path]) -> tuple[Any, bytes,
 
 
 def _save_timing_cache(config: Any, path: Path, loaded: bytes) -> None:
-    from attnvgg.artifacts import write_bytes
-
     cache = config.get_timing_cache()
     if cache is None:
         return
@@ -122,8 +121,6 @@ def _save_timing_cache(config: Any, path: Path, loaded: bytes) -> None:
 
 def build_engine(trt: Any, ep: EnginePlan, opts: BuildOptions, env: RuntimeEnv) -> dict:
     """Parse one ONNX file into a strongly typed network, build, write engine + trtexec + sidecar."""
-    from attnvgg import __version__
-    from attnvgg.artifacts import atomic_path, onnx_hash, write_json, write_text
 
     logger = _logger(trt)
     builder = trt.Builder(logger)
@@ -156,11 +153,10 @@ def build_engine(trt: Any, ep: EnginePlan, opts: BuildOptions, env: RuntimeEnv) 
     if opts.timing_cache is not None:
         _save_timing_cache(config, opts.timing_cache, loaded)
     del cache
-    sidecar = make_sidecar(ep, opts, env, onnx_hash=onnx_hash(ep.onnx), engine_sha256=digest,
-                           engine_bytes=data.nbytes, build_seconds=seconds,
-                           timing_cache_status=cache_status, attnvgg_version=__version__)
-    write_json(ep.sidecar, sidecar)
-    return sidecar
+    facts = make_sidecar(ep, opts, env, onnx_hash=onnx_hash(ep.onnx), engine_sha256=digest,
+                         engine_bytes=data.nbytes, build_seconds=seconds,
+                         timing_cache_status=cache_status, attnvgg_version=__version__)
+    return sidecar.write(ep.engine, "engine", facts, source=ep.onnx.resolve(), precision=ep.precision).facts
 
 
 def build_engines(plan: BuildPlan) -> list[dict]:

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from attnvgg.artifacts import atomic_path, onnx_hash, sidecar_path, write_json
+from attnvgg import sidecar
+from attnvgg.artifacts import atomic_path, sidecar_path
 from attnvgg.config import Fp16Spec, Tolerance, default_tolerances
-from attnvgg.export.graph import load_onnx
+from attnvgg.onnxgraph import load_onnx, toposort
 from attnvgg.errors import CheckFailed, InputError, StageError, require
+from attnvgg.runners.metrics import compare, passes
+from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
 
 @dataclass
@@ -72,8 +75,6 @@ def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None 
     float16 = require("onnxconverter_common.float16", "pip install onnxconverter-common")
     import onnx
 
-    from attnvgg.calibration.graph import toposort
-
     block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(spec.block_ops))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -96,22 +97,21 @@ def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None 
                          "report this with the model; try --block-op for the op named") from exc
     for n in notes:
         log(f"note: {n}")
-    sidecar = sidecar_path(out)
+    side_path = sidecar_path(out)
     with atomic_path(out) as tmp:
         onnx.save(m16, str(tmp))
         del m16
         parity = check_parity(src, tmp, tol, spec.check_samples, spec.seed) if spec.check else None
-        if sidecar.exists():
-            sidecar.unlink()  # never pair the new model with an old sidecar
-    result = Fp16Result(out, sidecar, [op for op in block if op in spec.block_ops], spec.keep_io_types, clamped,
+        if side_path.exists():
+            side_path.unlink()  # never pair the new model with an old sidecar
+    result = Fp16Result(out, side_path, [op for op in block if op in spec.block_ops], spec.keep_io_types, clamped,
                         parity, round(time.perf_counter() - t0, 3), notes)
-    write_json(sidecar, {
-        "precision": "fp16", "source": str(src), "source_onnx_hash": onnx_hash(src), "onnx_hash": onnx_hash(out),
+    sidecar.write(out, "fp16", {
         "converter": f"onnxconverter-common {_version('onnxconverter_common')}",
         "block_ops": spec.block_ops, "converter_block_list": block, "keep_io_types": spec.keep_io_types,
         "clamped_values": clamped, "tolerance": tol, "parity_vs_fp32": parity, "seconds": result.seconds,
         "notes": notes,
-    })
+    }, source=src)
     if parity is not None and not parity["passed"]:
         raise CheckFailed(f"fp16 parity vs {src.name} failed: {'; '.join(parity['why'])} (model kept at {out}, "
                           "sidecar says passed=false)", "try --block-op Softmax --block-op ReduceMean")
@@ -127,9 +127,6 @@ def _version(module: str) -> str:
 def check_parity(ref_path: Path, fp16_path: Path, tol: Tolerance, samples: int, seed: int) -> dict:
     """fp16 vs fp32 logits on seeded random N(0, 1) inputs (normalised images have that scale)."""
     import numpy as np
-
-    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
-    from attnvgg.validate.metrics import compare, passes
 
     with OnnxRuntimeRunner(ref_path, name="fp32") as ref, OnnxRuntimeRunner(fp16_path, name="fp16") as cand:
         meta = ref.input_metadata()

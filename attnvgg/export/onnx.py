@@ -17,8 +17,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from attnvgg import sidecar
+from attnvgg.artifacts import sha256_file
 from attnvgg.config import ExportSpec, ModelSpec, PreprocessSpec, Tolerance
+from attnvgg.data.preprocess import fit_to_input
 from attnvgg.errors import CheckFailed, InputError, StageError
+from attnvgg.export.graph import summarize
+from attnvgg.models.build import build_model
+from attnvgg.onnxgraph import load_onnx, save_onnx
+from attnvgg.runners.metrics import compare, passes
+from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -136,10 +144,6 @@ def export_onnx(
     import onnx
     import torch
 
-    from attnvgg.artifacts import onnx_hash, sha256_file, sidecar_path, write_json
-    from attnvgg.export.graph import load_onnx, save_onnx, summarize
-    from attnvgg.models.build import build_model
-
     check_spec(spec, model_spec)
     out = Path(out)
     if out.suffix != ".onnx":
@@ -188,33 +192,27 @@ def export_onnx(
                 stale.unlink()
             os.replace(raw, out)
     summary = summarize(out)
-    sidecar = {
-        "kind": "onnx",
-        "precision": "fp32",
+    facts = {
         "stage": "export",
         "model": asdict(model_spec),
-        "preprocess": asdict(preprocess) if preprocess else None,
+        "preprocess": asdict(fit_to_input(preprocess or PreprocessSpec(), size)),
         "export": asdict(spec),
         "input": {"name": INPUT_NAME, "shape": summary.inputs[INPUT_NAME]["shape"] if INPUT_NAME in summary.inputs else None},
         "batch_range": [spec.batch_min, spec.batch_max] if spec.dynamic_batch else [batch, batch],
         "checkpoint_sha256": sha256_file(model_spec.checkpoint) if model_spec.checkpoint else None,
-        "onnx_sha256": onnx_hash(out),
         "seconds": round(seconds, 3),
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "summary": summary.to_dict(),
     }
-    write_json(sidecar_path(out), sidecar)
-    return ExportResult(out, seconds, summary.to_dict(), sidecar)
+    side = sidecar.write(out, "export", facts)
+    return ExportResult(out, seconds, summary.to_dict(), side.facts)
 
 
 def _prove_dynamic_hw(model: Any, path: Path, model_spec: ModelSpec, spec: ExportSpec) -> None:
     """Run the dynamic-H/W graph at every declared size against PyTorch; refuse on any failure."""
     import numpy as np
     import torch
-
-    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
-    from attnvgg.validate.metrics import compare, passes
 
     tol = Tolerance()
     failures = []

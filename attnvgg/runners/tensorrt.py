@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Optional
 from attnvgg.errors import InputError, MissingDependency, StageError
 from attnvgg.runners.base import Runner, TensorMeta
 from attnvgg.runners.trt_compat import INSTALL_HINT, RuntimeEnv, check_sidecar, load_sidecar, trt_capabilities
+from attnvgg.artifacts import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
-
 
 # ----------------------------------------------------------------------------- availability
 
@@ -171,8 +171,6 @@ class TensorRTRunner(Runner):
             raise InputError(f"engine file not found: {self.path}", "build it with: attnvgg build MODEL.onnx --out DIR")
         trt = require_tensorrt()
         import torch
-
-        from attnvgg.artifacts import sha256_file
 
         if self.check:
             self.sidecar = load_sidecar(self.path)

@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from attnvgg.calibration.graph import SHAPE_OPS, GraphIndex, toposort
+from attnvgg.calibration.graph import SHAPE_OPS, GraphIndex
+from attnvgg.onnxgraph import toposort
 from attnvgg.calibration.int8 import calibrate
 from attnvgg.calibration.policy import attention_sites, gate_sites, plan_exclusions, quantized_nodes
 from attnvgg.config import CalibrateSpec

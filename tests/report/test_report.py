@@ -164,7 +164,8 @@ def test_paths_spelled_differently_are_merged(tmp_path):
 
 
 def test_percent_accuracies_are_read_as_percent(tmp_path):
-    write(tmp_path / "a.json", {"artifact": "m.onnx", "runner": "onnxruntime-cpu", "top1": 71.5, "top5": 90,
+    write(tmp_path / "a.json", {"format": "attnvgg.accuracy/1", "artifact": "m.onnx", "runner": "onnxruntime-cpu",
+                                "top1": 71.5, "top5": 90,
                                 "top1_agreement": 0.99, "samples": 100})
     doc = json.loads(make_report(tmp_path, tmp_path / "out")["json"].read_text())
     assert doc["rows"][0]["top1"] == pytest.approx(0.715) and doc["rows"][0]["top5"] == pytest.approx(0.9)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from attnvgg import sidecar
 from attnvgg.config import BuildSpec, Config, from_dict
 from attnvgg.engines.build_plan import (
     PRESETS, engine_path_for, inspect_onnx, plan_build, resolve_options, trtexec_args, trtexec_script,
@@ -85,14 +86,14 @@ def test_inputs_and_outputs_read(onnx_files):
 
 def test_precision_from_sidecar_agreeing(onnx_files):
     p = onnx_files["fp16"]
-    p.with_name(p.name + ".json").write_text(json.dumps({"precision": "fp16"}))
+    sidecar.write(p, "fp16", {"keep_io_types": True, "block_ops": []})
     f = inspect_onnx(p)
     assert f.precision == "fp16" and f.precision_source.startswith("sidecar")
 
 
 def test_precision_sidecar_contradicting_graph_refused(onnx_files):
     p = onnx_files["fp32"]
-    p.with_name(p.name + ".json").write_text(json.dumps({"precision": "int8"}))
+    sidecar.write(p, "int8", {"flavour": "tensorrt", "method": "minmax", "exclusion": {}})
     with pytest.raises(InputError, match="says int8 but the graph is fp32"):
         inspect_onnx(p)
 

@@ -22,6 +22,7 @@ import numpy as np
 from attnvgg.config import EvaluateSpec
 from attnvgg.runners.base import Runner
 from attnvgg.errors import CheckFailed, InputError
+from attnvgg.runners.onnxruntime import run_all_outputs
 
 
 @dataclass
@@ -270,7 +271,6 @@ def locate_nonfinite(runner: Runner, name: str, x: np.ndarray) -> str:
 
 def locate_nonfinite_onnx(path: str | Path, feeds: dict[str, np.ndarray]) -> tuple[str, str, str] | None:
     """Rerun ``feeds`` with every node output exposed; return (node, op type, tensor) of the first bad one."""
-    from attnvgg.validate.locate import run_all_outputs
 
     tensors, producers = run_all_outputs(Path(path), feeds)
     for tensor, (node, op, _) in producers.items():
