@@ -7,91 +7,14 @@ one line on stderr with the error's exit code (2 bad input, 1 failed check, 3 st
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 from attnvgg import __version__
-from attnvgg.errors import AttnvggError
-
-
-def handle_errors(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AttnvggError as err:
-            click.echo(f"error: {err.one_line()}", err=True)
-            sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted; artifacts already written are complete, rerun to resume", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-# -------------------------------------------------------------------------- shared options
-
-MODEL_FLAGS = ("checkpoint", "pretrained_vgg", "factory", "attention", "width", "num_classes", "input_size",
-               "gamma", "seed", "trust_checkpoint")
-
-
-def config_options(fn: Callable) -> Callable:
-    """The one config path of every command: defaults < --preset < --config < flags < --set."""
-    opts = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                     help="TOML config holding any stage's options (a model TOML works too); flags override it."),
-        click.option("--preset", "run_preset", default="default", show_default=True,
-                     help="default (reduced model trained on the built-in data) or vgg16-224 (full size)."),
-        click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                     help="Override one option, e.g. --set calibrate.method=entropy (repeatable; wins over flags)."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
-def model_options(fn: Callable) -> Callable:
-    """Options that describe the PyTorch model; they override ``[model]`` in --config."""
-    opts = [
-        click.option("--checkpoint", default=None, help="state_dict .pt of the model (loaded with weights_only=True)."),
-        click.option("--pretrained-vgg", default=None, help="torchvision-format VGG16 state_dict to start from."),
-        click.option("--model", "factory", default=None, help="Bring your own model: package.module:factory."),
-        click.option("--attention", default=None, help="Kinds for blocks 3,4,5 from global|se|cbam|none, e.g. global,global,global."),
-        click.option("--width", type=float, default=None, help="Channel width multiplier (1.0 = VGG16)."),
-        click.option("--num-classes", type=int, default=None, help="Classifier outputs."),
-        click.option("--input-size", type=int, default=None, help="Static input height = width in pixels."),
-        click.option("--gamma", type=float, default=None, help="Set every global-attention gamma (random-weight checks)."),
-        click.option("--seed", type=int, default=None, help="Seed for random initialisation."),
-        click.option("--trust-checkpoint", is_flag=True, default=None,
-                     help="Allow full unpickling of the checkpoint (runs code from the file)."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
-def model_flags(kw: dict) -> dict:
-    """Pop the model options from ``kw`` as ``model.KEY`` flags."""
-    flags = {f"model.{k}": kw.pop(k, None) for k in MODEL_FLAGS}
-    attention = flags["model.attention"]
-    if attention is not None:
-        kinds = [a.strip() for a in attention.split(",")]
-        flags["model.attention"] = kinds * 3 if len(kinds) == 1 else kinds
-    if flags["model.factory"]:
-        flags["model.arch"] = "custom"
-    return flags
-
-
-def settings(kw: dict, flags: dict) -> Any:
-    """Pop --config/--preset/--set from ``kw`` and layer them with ``flags`` (None = not given)."""
-    from attnvgg.config import nested
-    from attnvgg.pipeline import settings as layered
-
-    return layered(kw.pop("run_preset", "default"), kw.pop("config_path", None), kw.pop("overrides", ()), nested(flags))
+from attnvgg.cli_options import int_list, config_options, handle_errors, model_flags, model_options, settings
 
 
 # -------------------------------------------------------------------------- the group
@@ -104,20 +27,6 @@ def cli() -> None:
 
 def main() -> None:
     cli(prog_name="attnvgg")
-
-
-def _ints(text: str | None, what: str) -> list[int] | None:
-    if text is None:
-        return None
-    from attnvgg.errors import InputError
-
-    try:
-        values = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise InputError(f"{what} must be comma-separated integers, got {text!r}", f"e.g. {what} 1,8,32") from None
-    if not values or any(v < 1 for v in values):
-        raise InputError(f"{what} must be positive integers, got {text!r}", f"e.g. {what} 1,8,32")
-    return values
 
 
 # -------------------------------------------------------------------------- export
@@ -146,7 +55,7 @@ def export(out, **kw):
     flags = {**model_flags(kw), **{f"export.{k}": kw.pop(k) for k in ("exporter", "opset", "batch_min", "batch_max",
                                                                         "external_data", "dynamic_hw")},
              "export.dynamic_batch": False if kw.pop("static_batch") else None,
-             "export.hw_sizes": _ints(kw.pop("hw_sizes"), "--hw-sizes")}
+             "export.hw_sizes": int_list(kw.pop("hw_sizes"), "--hw-sizes")}
     cfg = settings(kw, flags).cfg
     res = export_onnx(cfg.model, cfg.export, out, preprocess=cfg.preprocess)
     click.echo(f"exported {res.path} in {res.seconds:.1f} s ({cfg.export.exporter}, opset {cfg.export.opset})")
@@ -192,27 +101,16 @@ def simplify(src, out, check_n, force, **kw):
 def validate(artifact, precision, json_path, junit_path, **kw):
     """Parity of an ONNX model (or engine) against the PyTorch reference. Exit 0 pass, 1 fail."""
     from attnvgg import sidecar
-    from attnvgg.artifacts import check_outputs
-    from attnvgg.errors import CheckFailed
-    from attnvgg.pipeline import preprocess_for, reference_model
-    from attnvgg.validate.parity import format_table, validate_artifact
+    from attnvgg.pipeline import validate_command
+    from attnvgg.validate.parity import format_table
 
-    check_outputs([json_path, junit_path], [artifact])
     prec = precision or sidecar.precision_of(artifact)
-    flags = {**model_flags(kw), "validate.batches": _ints(kw.pop("batches"), "--batches"),
+    flags = {**model_flags(kw), "validate.batches": int_list(kw.pop("batches"), "--batches"),
              "validate.providers": list(kw.pop("providers")) or None,
              **{f"validate.{k}": kw.pop(k) for k in ("samples", "images", "locate")},
              **{f"validate.tolerances.{prec}.{k}": kw.pop(k) for k in ("atol", "rtol", "min_cosine", "min_top1")}}
-    st = settings(kw, flags)
-    model_spec = reference_model(artifact, st)
-    pre = preprocess_for(artifact, st.cfg, given=st.gave("preprocess")) if st.cfg.validate.images else None
-    res = validate_artifact(artifact, model_spec, st.cfg.validate, json_path, junit_path, precision=prec,
-                            explicit_batches=flags["validate.batches"] is not None, preprocess=pre)
-    click.echo(format_table(res))
-    if not res.passed:
-        where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
-        raise CheckFailed(f"parity failed for {artifact}{where}", "see the table above" + (
-            "" if st.cfg.validate.locate else "; rerun with --locate to find the first diverging layer"))
+    validate_command(artifact, settings(kw, flags), prec, json_path, junit_path, explicit_batches=bool(
+        flags["validate.batches"]), show=lambda res: click.echo(format_table(res)))
 
 
 # -------------------------------------------------------------------------- build (TensorRT)
@@ -332,10 +230,8 @@ def calibrate(model: str, out: str | None, **kw: Any) -> None:
 
     With --max-drop, the layers kept in float are chosen to meet a top-1 budget (see --val-data).
     """
-    from attnvgg.calibration.int8 import calibrate as run_calibration
-    from attnvgg.calibration.mixed import calibrate_mixed, check_mixed, check_mixed_flags
-    from attnvgg.data import open_dataset
-    from attnvgg.pipeline import preprocess_for
+    from attnvgg.calibration.mixed import check_mixed_flags
+    from attnvgg.pipeline import calibrate_command
 
     search = {k: kw.pop(k) for k in ("max_drop", "val_data", "val_limit", "allow_float_conv")}
     check_mixed_flags(search, exclude_preset=kw["exclude_preset"])
@@ -346,23 +242,7 @@ def calibrate(model: str, out: str | None, **kw: Any) -> None:
              "calibrate.per_channel": False if kw.pop("per_tensor") else None,
              "calibrate.cache": False if kw.pop("no_cache") else None,
              **{f"mixed.{k}": v for k, v in search.items()}}
-    st = settings(kw, flags)
-    cfg, spec = st.cfg, st.cfg.calibrate
-    spec.exclude = list(spec.exclude) + exclude
-    out = out or _default_out(model, ".int8.onnx")
-    pre = preprocess_for(model, cfg, given=st.gave("preprocess"))
-    if cfg.mixed.max_drop is not None:
-        check_mixed(cfg.mixed)          # bad budgets fail before any data is read
-        r = calibrate_mixed(model, open_dataset(spec.data, pre), open_dataset(cfg.mixed.val_data, pre), out, spec,
-                            cfg.mixed)
-        click.echo(r.summary_line(spec.flavour, cfg.mixed.allow_float_conv))
-        return
-    r = run_calibration(model, open_dataset(spec.data, pre), out, spec)
-    how = "cache hit" if r.cache_hit else f"calibrated in {r.calibration_s:.1f} s"
-    check = (f"; vs fp32 on {r.parity['samples']} images: cosine {r.parity['cosine']:.4f}, "
-             f"top-1 agreement {r.parity['top1_agreement']:.0%}" if r.parity else "")
-    click.echo(f"wrote {r.output} (int8 {r.flavour}, {r.method}, {r.images} images, {how}; "
-               f"{len(r.quantized)} nodes quantized, {len(r.excluded)} kept in float{check})")
+    click.echo(calibrate_command(model, out or _default_out(model, ".int8.onnx"), settings(kw, flags), exclude))
 
 
 @cli.command()
@@ -384,41 +264,12 @@ def calibrate(model: str, out: str | None, **kw: Any) -> None:
 def evaluate(artifact: str | None, reference: str | None, reference_logits: str | None, save_logits: str | None,
              out: str | None, **kw: Any) -> None:
     """Top-1/top-5 of ARTIFACT (or the PyTorch model) on labelled data; agreement with a reference."""
-    from attnvgg.errors import InputError
-    from attnvgg.pipeline import evaluate_to_files, preprocess_for, reference_model
-    from attnvgg.models.build import torch_runner
-    from attnvgg.runners.factory import open_runner
-    from attnvgg.runners.accuracy import check_budget
+    from attnvgg.pipeline import evaluate_command
 
     flags = {**model_flags(kw), **{f"evaluate.{k}": kw.pop(k) for k in ("data", "batch_size", "limit", "provider",
                                                                           "threads", "max_top1_drop")}}
-    st = settings(kw, flags)
-    cfg = st.cfg
-    if reference and reference_logits:
-        raise InputError("both --reference and --reference-logits were given", "pass only one")
-    if artifact is None and not (cfg.model.checkpoint or cfg.model.factory):
-        raise InputError("no model to evaluate: no ARTIFACT and no trained weights (random weights say nothing)",
-                         "pass an .onnx/.engine file, or --checkpoint/--model/--config for the PyTorch model")
-    out = out or (artifact + ".accuracy.json" if artifact else "accuracy.json")
-    model_spec = reference_model(artifact, st) if artifact and reference == "pytorch" else cfg.model
-    ref_runner = None
-    if reference == "pytorch":
-        ref_runner = torch_runner(model_spec)
-    elif reference:
-        ref_runner = open_runner(reference, provider=cfg.evaluate.provider, threads=cfg.evaluate.threads)
-    pre = preprocess_for(artifact, cfg, given=st.gave("preprocess") or artifact is None)
-    result = evaluate_to_files(artifact, cfg, out, save_logits=save_logits, reference_logits=reference_logits,
-                               reference=ref_runner, reference_name=reference or reference_logits or "reference",
-                               preprocess=pre, model_spec=model_spec, progress=True, log=_stderr)
-    acc = (f"top-1 {result.top1:.2%}, top-{result.topk} {result.top5:.2%}" if result.top1 is not None else "no labels")
-    ref = (f"; vs reference: top-1 agreement {result.reference.top1_agreement:.2%}, "
-           f"mean cosine {result.reference.mean_cosine:.6f}" if result.reference else "")
-    click.echo(f"{acc} on {result.images} images{ref} -> {out}")
-    check_budget(result, cfg.evaluate.max_top1_drop)
-
-
-def _stderr(msg: str) -> None:
-    click.echo(msg, err=True)
+    evaluate_command(artifact, settings(kw, flags), reference, reference_logits, save_logits, out, echo=click.echo,
+                     log=lambda msg: click.echo(msg, err=True))
 
 
 # -------------------------------------------------------------------------- run / config
@@ -438,15 +289,11 @@ def run(out, stages, force, **kw):
     Exit 1 if a parity check failed (the report is still written).
     """
     from attnvgg.errors import CheckFailed
-    from attnvgg.pipeline import check_names, run_pipeline
+    from attnvgg.pipeline import run_pipeline
 
     preset = kw["run_preset"]
     cfg = settings(kw, {"run.out": out}).cfg
     selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-    if selected:
-        from attnvgg.config import RUN_STAGES
-
-        check_names(selected, RUN_STAGES, "stage")
     click.echo(f"attnvgg run: preset {preset}, run folder {cfg.run.out}")
 
     def echo(line: str) -> None:
@@ -507,7 +354,7 @@ def bench_cmd(artifacts: tuple[str, ...], pytorch: bool, json_path: str | None, 
     from attnvgg.pipeline import reference_model
 
     check_outputs([json_path], artifacts)
-    flags = {**model_flags(kw), "bench.batches": _ints(kw.pop("batches"), "--batches"),
+    flags = {**model_flags(kw), "bench.batches": int_list(kw.pop("batches"), "--batches"),
              "bench.providers": list(kw.pop("providers")) or None,
              **{f"bench.{k}": kw.pop(k) for k in ("threads", "iterations", "min_seconds", "warmup", "cuda_graphs")}}
     st = settings(kw, flags)

@@ -207,7 +207,6 @@ class BenchSpec:
     threads: Optional[int] = None
     cuda_graphs: bool = False               # PyTorch on CUDA and TensorRT: replay a captured CUDA graph
     providers: list[str] = field(default_factory=lambda: ["cpu"])
-    pytorch_baseline: bool = True           # add the PyTorch eager fp32 row ("what users run today")
     seed: int = 0                           # random inputs
 
 # ---------------------------------------------------------------------------- data / train

@@ -9,7 +9,6 @@ File hashes are memoised by (path, size, mtime) so a rerun does not re-read 556 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -102,8 +101,3 @@ class Manifest:
         self.steps.pop(name, None)
         self.save()
 
-
-def clear_stale(paths: list[Path]) -> None:
-    for p in paths:
-        if Path(p).exists():
-            os.unlink(p)

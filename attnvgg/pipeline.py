@@ -30,12 +30,13 @@ from attnvgg.config import (
 from attnvgg import sidecar
 from attnvgg.artifacts import atomic_path, check_outputs, write_json
 from attnvgg.calibration.int8 import calibrate
+from attnvgg.calibration.mixed import calibrate_mixed, check_mixed
 from attnvgg.config import ModelSpec, PreprocessSpec
 from attnvgg.data import builtin_model_config, open_dataset
 from attnvgg.data.preprocess import for_model
 from attnvgg.engines.bench import bench_artifacts
 from attnvgg.engines.build import run_build
-from attnvgg.errors import AttnvggError, InputError
+from attnvgg.errors import AttnvggError, CheckFailed, InputError
 from attnvgg.export.fp16 import convert_fp16
 from attnvgg.export.onnx import export_onnx
 from attnvgg.export.simplify import simplify_onnx
@@ -45,7 +46,7 @@ from attnvgg.onnxgraph import load_onnx, model_input
 from attnvgg.report import make_report
 from attnvgg.runners.factory import open_runner
 from attnvgg.runners.tensorrt import tensorrt_available
-from attnvgg.runners.accuracy import AccuracyResult, evaluate
+from attnvgg.runners.accuracy import AccuracyResult, check_budget, evaluate
 from attnvgg.validate.parity import validate_artifact
 
 PRESETS = ("default", "vgg16-224")
@@ -299,6 +300,7 @@ def evaluate_to_files(artifact: Path | str | None, cfg: Config, out: Path | str,
     (``run`` saves the PyTorch fp32 logits once and compares every variant with them).
     """
     spec = cfg.evaluate
+    check_outputs([out] + ([save_logits] if save_logits else []), [artifact, reference_logits])
     pre = preprocess if preprocess is not None else preprocess_for(artifact, cfg)
     ds = open_dataset(spec.data, pre)
     runner = (torch_runner(model_spec or cfg.model) if artifact is None
@@ -309,7 +311,6 @@ def evaluate_to_files(artifact: Path | str | None, cfg: Config, out: Path | str,
     data = {**sidecar.result_header("accuracy", [artifact]), **res.to_dict(),
             "artifact": str(artifact) if artifact else "pytorch",
             "backend": "pytorch" if artifact is None else runner.backend}
-    check_outputs([out] + ([save_logits] if save_logits else []), [artifact, reference_logits])
     write_json(out, data)
     if save_logits is not None:
         with atomic_path(save_logits) as tmp:
@@ -319,6 +320,70 @@ def evaluate_to_files(artifact: Path | str | None, cfg: Config, out: Path | str,
                 else:
                     np.savez(f, logits=res.logits)    # the format run keeps
     return res
+
+
+# ----------------------------------------------------------------------------- stage commands
+# What ``attnvgg validate/calibrate/evaluate`` do once the CLI has built the settings: the same
+# functions ``run`` calls, with the model and preprocessing from the artifact's sidecar.
+
+def validate_command(artifact: str, st: Settings, precision: str, json_path: str | None, junit_path: str | None,
+                     explicit_batches: bool, show: Callable[[Any], None]) -> Any:
+    """Parity of ``artifact`` against its PyTorch model; ``show`` gets the result before a failure
+    raises CheckFailed."""
+    check_outputs([json_path, junit_path], [artifact])
+    cfg = st.cfg
+    model_spec = reference_model(artifact, st)
+    pre = preprocess_for(artifact, cfg, given=st.gave("preprocess")) if cfg.validate.images else None
+    res = validate_artifact(artifact, model_spec, cfg.validate, json_path, junit_path, precision=precision,
+                            explicit_batches=explicit_batches, preprocess=pre)
+    show(res)
+    if not res.passed:
+        where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
+        raise CheckFailed(f"parity failed for {artifact}{where}", "see the table above" + (
+            "" if cfg.validate.locate else "; rerun with --locate to find the first diverging layer"))
+    return res
+
+
+def calibrate_command(model: str, out: str, st: Settings, exclude: Sequence[str] = ()) -> str:
+    """INT8 (or, with ``mixed.max_drop``, accuracy-searched mixed) variant of ``model``; the summary line."""
+    cfg, spec = st.cfg, st.cfg.calibrate
+    spec.exclude = list(spec.exclude) + list(exclude)
+    check_outputs([out], [model])
+    if cfg.mixed.max_drop is not None:
+        check_mixed(cfg.mixed)          # bad budgets fail before any data is read
+    pre = preprocess_for(model, cfg, given=st.gave("preprocess"))
+    if cfg.mixed.max_drop is not None:
+        r = calibrate_mixed(model, open_dataset(spec.data, pre), open_dataset(cfg.mixed.val_data, pre), out, spec,
+                            cfg.mixed)
+        return r.summary_line(spec.flavour, cfg.mixed.allow_float_conv)
+    return calibrate(model, open_dataset(spec.data, pre), out, spec).summary_line()
+
+
+def evaluate_command(artifact: str | None, st: Settings, reference: str | None, reference_logits: str | None,
+                     save_logits: str | None, out: str | None, echo: Callable[[str], None],
+                     log: Callable[[str], None]) -> AccuracyResult:
+    """Accuracy of ``artifact`` (None: the PyTorch model), against ``reference`` ("pytorch": the model
+    in the artifact's sidecar) or saved logits; CheckFailed beyond ``evaluate.max_top1_drop``."""
+    cfg = st.cfg
+    if reference and reference_logits:
+        raise InputError("both --reference and --reference-logits were given", "pass only one")
+    if artifact is None and not (cfg.model.checkpoint or cfg.model.factory):
+        raise InputError("no model to evaluate: no ARTIFACT and no trained weights (random weights say nothing)",
+                         "pass an .onnx/.engine file, or --checkpoint/--model/--config for the PyTorch model")
+    out = out or (artifact + ".accuracy.json" if artifact else "accuracy.json")
+    model_spec = reference_model(artifact, st) if artifact and reference == "pytorch" else cfg.model
+    ref_runner = None
+    if reference == "pytorch":
+        ref_runner = torch_runner(model_spec)
+    elif reference:
+        ref_runner = open_runner(reference, provider=cfg.evaluate.provider, threads=cfg.evaluate.threads)
+    pre = preprocess_for(artifact, cfg, given=st.gave("preprocess") or artifact is None)
+    result = evaluate_to_files(artifact, cfg, out, save_logits=save_logits, reference_logits=reference_logits,
+                               reference=ref_runner, reference_name=reference or reference_logits or "reference",
+                               preprocess=pre, model_spec=model_spec, progress=True, log=log)
+    echo(result.summary_line(out))
+    check_budget(result, cfg.evaluate.max_top1_drop)
+    return result
 
 
 def load_logits(path: Path | str) -> Any:

@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 from attnvgg.artifacts import onnx_hash, sha256_file, sidecar_path, write_json
 from attnvgg.config import PRECISIONS, ModelSpec, PreprocessSpec, from_dict
-from attnvgg.errors import InputError
+from attnvgg.errors import InputError, first_line
 from attnvgg.onnxgraph import detect_precision, load_onnx
 
 # kind -> (version, precision the kind implies or None, required fields and their JSON types)
@@ -150,7 +150,7 @@ def read_file(path: str | os.PathLike) -> Sidecar:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"sidecar {path} is not valid JSON ({str(exc).splitlines()[0][:80]})",
+        raise InputError(f"sidecar {path} is not valid JSON ({first_line(exc, 80)})",
                          f"delete it and re-run the stage that wrote {name}") from exc
     except OSError as exc:
         raise InputError(f"cannot read sidecar {path} ({exc.strerror})", "check the file's permissions") from exc

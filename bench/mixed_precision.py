@@ -164,7 +164,6 @@ def main() -> None:
     per_image = 100 / (len(val) if args.val_limit is None else min(args.val_limit, len(val)))
 
     def run(budget: float, allow_float_conv: bool = False):
-        before = int8.CALIBRATION_PASSES
         t0 = time.perf_counter()
         flags = f"--max-drop {budget:g}{' --allow-float-conv' if allow_float_conv else ''}"
         try:
@@ -174,12 +173,11 @@ def main() -> None:
         except CheckFailed as exc:
             report = json.loads((work / "mixed.int8.onnx.mixed.json").read_text())
             print(f"search ({flags}): {time.perf_counter() - t0:.1f} s, {report['evaluations']} "
-                  f"evaluations, {report['calibration_passes']} calibration pass(es) "
-                  f"(counter: {int8.CALIBRATION_PASSES - before}) -> CheckFailed: {exc}")
+                  f"evaluations, {report['calibration_passes']} calibration pass(es) -> CheckFailed: {exc}")
             return None, report
         print(f"search ({flags}): {time.perf_counter() - t0:.1f} s, {r.evaluations} evaluations, "
-              f"{r.calibration_passes} calibration pass(es) (counter: {int8.CALIBRATION_PASSES - before}"
-              f"{', cache hit' if r.cache_hit else ''}), phases {r.calibration.timings}")
+              f"{r.calibration_passes} calibration pass(es){' (cache hit)' if r.cache_hit else ''}, "
+              f"phases {r.calibration.timings}")
         return r, None
 
     r, failed = run(args.max_drop)

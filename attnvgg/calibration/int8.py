@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from attnvgg import sidecar
-from attnvgg.artifacts import atomic_path, external_data_path, onnx_hash, sha256_json, sidecar_path
+from attnvgg.artifacts import atomic_path, check_outputs, external_data_path, onnx_hash, sha256_json, sidecar_path
 from attnvgg.calibration import cache as calib_cache
 from attnvgg.calibration.graph import GraphIndex
 from attnvgg.calibration.policy import (
@@ -38,11 +38,9 @@ from attnvgg.calibration.policy import (
 from attnvgg.calibration.reader import Dataset, OneBatch, checked_batches
 from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, CalibrateSpec, default_tolerances
 from attnvgg.onnxgraph import InputShape, ensure_node_names, load_onnx, model_input, toposort
-from attnvgg.errors import InputError, StageError, require
-from attnvgg.runners.metrics import compare, passes
-
-#: Real calibration passes run in this process; tests use it to prove a cache hit skipped one.
-CALIBRATION_PASSES = 0
+from attnvgg.errors import InputError, StageError, first_line, require
+from attnvgg.runners.compare import compare_runners
+from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
 
 @dataclass
@@ -62,6 +60,13 @@ class CalibrationResult:
     notes: list[str] = field(default_factory=list)
     parity: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)   # seconds per phase
+
+    def summary_line(self) -> str:
+        how = "cache hit" if self.cache_hit else f"calibrated in {self.calibration_s:.1f} s"
+        check = (f"; vs fp32 on {self.parity['samples']} images: cosine {self.parity['cosine']:.4f}, "
+                 f"top-1 agreement {self.parity['top1_agreement']:.0%}" if self.parity else "")
+        return (f"wrote {self.output} (int8 {self.flavour}, {self.method}, {self.images} images, {how}; "
+                f"{len(self.quantized)} nodes quantized, {len(self.excluded)} kept in float{check})")
 
 
 def _stderr(msg: str) -> None:
@@ -220,8 +225,7 @@ def _quiet_ort_logging():
 def _check_out(src: Path, out: Path) -> None:
     if out.suffix != ".onnx":
         raise InputError(f"output {out} must end in .onnx", "e.g. --out model.int8.onnx")
-    if src.exists() and out.resolve() == src.resolve():
-        raise InputError(f"--out {out} would overwrite the source model", "choose another output path")
+    check_outputs([out, sidecar_path(out)], [src])
 
 
 class RangeSession:
@@ -302,7 +306,6 @@ class RangeSession:
 
     def collect(self, protected: set[str]) -> dict[str, tuple[float, float]]:
         """Ranges of every tensor a node outside ``protected`` may quantize: from the cache, else one pass."""
-        global CALIBRATION_PASSES
         import onnxruntime
 
         spec, src = self.spec, self.src
@@ -345,10 +348,9 @@ class RangeSession:
             raise
         except Exception as exc:
             raise StageError(f"calibration failed in ONNX Runtime ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                             f"{first_line(exc)})",
                              "check the model runs with attnvgg validate") from exc
         self.calibration_s = time.perf_counter() - t0
-        CALIBRATION_PASSES += 1
         self.passes += 1
         if spec.cache:
             calib_cache.store(cache_dir / key.slot(), key, ranges, self.calibration_s, self.dataset.describe())
@@ -387,7 +389,7 @@ class RangeSession:
             try:
                 onnx.checker.check_model(quantized_model, full_check=True)
             except Exception as exc:
-                raise StageError(f"the quantized model fails onnx.checker ({str(exc).splitlines()[0][:200]})",
+                raise StageError(f"the quantized model fails onnx.checker ({first_line(exc)})",
                                  "report this with the model") from exc
             self.mark("checker")
         return quantized_model, rewired, qnodes
@@ -482,7 +484,7 @@ def _quantize(work_src: Path, tmp: Path, ranges: dict, spec: CalibrateSpec, excl
                 calibration_cache_path=str(tmp / "ranges.json"))
     except Exception as exc:
         raise StageError(f"ONNX Runtime could not quantize the model ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                         f"{first_line(exc)})",
                          "check the model with attnvgg validate; try --exclude-preset or --exclude") from exc
     return onnx.load(str(q_path))
 
@@ -492,25 +494,15 @@ def _quick_parity(src: Path, quantized: Path, dataset: Dataset, shape: InputShap
     """INT8 vs fp32 logits on the first calibration images: a cheap early warning, not the gate."""
     if samples <= 0:
         return None
-    import numpy as np
-    import onnxruntime as ort
-
     n = batch if shape.batch > 0 else samples
     try:
         x = next(iter(checked_batches(dataset, shape, n, n)))
     except (StopIteration, InputError):
         return None
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    feeds = {shape.name: x}
-    ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     try:
-        got = ort.InferenceSession(str(quantized), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        r = compare_runners(OnnxRuntimeRunner(src, name="fp32"), OnnxRuntimeRunner(quantized, name="int8"), [x],
+                            default_tolerances()["int8"])
     except Exception as exc:
-        raise StageError(f"ONNX Runtime cannot run the quantized model ({str(exc).splitlines()[0][:200]})",
+        raise StageError(f"ONNX Runtime cannot run the quantized model ({first_line(exc)})",
                          "report this with the model") from exc
-    tol = default_tolerances()["int8"]
-    m = compare(np.asarray(ref), np.asarray(got), tol)
-    ok, why = passes(m, tol)
-    return {"samples": m.samples, "cosine": m.cosine, "min_cosine": m.min_cosine,
-            "top1_agreement": m.top1_agreement, "max_abs": m.max_abs, "passed": ok, "why": why}
+    return {k: r[k] for k in ("samples", "cosine", "min_cosine", "top1_agreement", "max_abs", "passed", "why")}

@@ -20,7 +20,7 @@ import numpy as np
 
 from attnvgg.config import PreprocessSpec
 from attnvgg.data.preprocess import check_spec, preprocess_array, preprocess_image, spec_hash
-from attnvgg.errors import InputError
+from attnvgg.errors import InputError, first_line
 from attnvgg.artifacts import sha256_file
 from attnvgg.data import synthetic
 
@@ -115,7 +115,7 @@ def load_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
     except InputError:
         raise
     except Exception as exc:   # PIL raises OSError, SyntaxError, ValueError, struct.error...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        first = first_line(exc, 120)
         raise InputError(f"cannot read image {path} ({type(exc).__name__}: {first})",
                          "replace or delete the file") from exc
 

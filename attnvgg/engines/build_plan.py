@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence
 from attnvgg import sidecar
 from attnvgg.config import BUILD_PRESETS, HARDWARE_COMPATIBILITY, BuildSpec
 from attnvgg.onnxgraph import dims, elem_type_name, precision_evidence
-from attnvgg.errors import InputError
+from attnvgg.errors import InputError, first_line
 from attnvgg.runners.trt_compat import INSTALL_HINT, SIDECAR_FORMAT, RuntimeEnv  # noqa: F401 - re-used names
 
 ENGINE_SUFFIX = ".engine"
@@ -135,7 +135,7 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        first = first_line(exc, 160)
         raise InputError(f"{p} is not an ONNX model ({first})", "pass an .onnx file written by attnvgg export, convert or calibrate") from exc
     if model.ir_version <= 0 or not model.graph.node:
         raise InputError(f"{p} is not an ONNX model (no graph nodes)", "pass an .onnx file written by attnvgg export, convert or calibrate")

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Callable
 
 from attnvgg import sidecar
-from attnvgg.artifacts import atomic_path, sidecar_path
+from attnvgg.artifacts import atomic_path, check_outputs, sidecar_path
 from attnvgg.config import Fp16Spec, Tolerance, default_tolerances
 from attnvgg.onnxgraph import load_onnx, toposort
-from attnvgg.errors import CheckFailed, InputError, StageError, require
-from attnvgg.runners.metrics import compare, passes
+from attnvgg.runners.compare import compare_runners
+from attnvgg.errors import CheckFailed, InputError, StageError, first_line, require
 from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
 
@@ -65,8 +65,7 @@ def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None 
     src, out = Path(model_path), Path(out)
     if out.suffix != ".onnx":
         raise InputError(f"output {out} must end in .onnx", "e.g. --out model.fp16.onnx")
-    if src.exists() and out.resolve() == src.resolve():
-        raise InputError(f"--out {out} would overwrite the source model", "choose another output path")
+    check_outputs([out, sidecar_path(out)], [src])
     model = load_onnx(src)
     _check_block_ops(spec.block_ops)
     if not any(i.data_type == 1 for i in model.graph.initializer):
@@ -82,7 +81,7 @@ def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None 
             m16 = float16.convert_float_to_float16(model, keep_io_types=spec.keep_io_types, op_block_list=block)
         except Exception as exc:
             raise StageError(f"onnxconverter-common could not convert {src} to fp16 ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:150] if str(exc) else ''})", "report this with the model") from exc
+                             f"{first_line(exc, 150)})", "report this with the model") from exc
     clamped = sum(1 for w in caught if "truncated" in str(w.message))
     notes = []
     if clamped:
@@ -93,7 +92,7 @@ def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None 
     try:
         onnx.checker.check_model(m16, full_check=True)
     except Exception as exc:
-        raise StageError(f"the fp16 model fails onnx.checker ({str(exc).splitlines()[0][:200]})",
+        raise StageError(f"the fp16 model fails onnx.checker ({first_line(exc)})",
                          "report this with the model; try --block-op for the op named") from exc
     for n in notes:
         log(f"note: {n}")
@@ -139,14 +138,6 @@ def check_parity(ref_path: Path, fp16_path: Path, tol: Tolerance, samples: int, 
                              "export with a static input size, or pass --no-check")
         batch = m.shape[0] if m.shape[0] > 0 else max(1, samples)
         rng = np.random.default_rng(seed)
-        refs, outs = [], []
-        done = 0
-        while done < max(1, samples):
-            x = rng.standard_normal((batch, *m.shape[1:])).astype(np.float32)
-            refs.append(next(iter(ref.infer({m.name: x}).values())))
-            outs.append(next(iter(cand.infer({m.name: x}).values())).astype(np.float32))
-            done += batch
-    r, o = np.concatenate(refs), np.concatenate(outs)
-    metrics = compare(r, o, tol)
-    ok, why = passes(metrics, tol)
-    return {**metrics.to_dict(), "passed": ok, "why": why}
+        inputs = [rng.standard_normal((batch, *m.shape[1:])).astype(np.float32)
+                  for _ in range(-(-max(1, samples) // batch))]
+        return compare_runners(ref, cand, inputs, tol)

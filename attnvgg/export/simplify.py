@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from attnvgg import sidecar
-from attnvgg.artifacts import atomic_path, external_data_path
+from attnvgg.artifacts import atomic_path, check_outputs, external_data_path, sidecar_path
 from attnvgg.config import SimplifySpec
-from attnvgg.errors import CheckFailed, InputError, StageError
+from attnvgg.errors import CheckFailed, StageError, first_line
 from attnvgg.export.graph import summarize
 from attnvgg.onnxgraph import input_shape, load_onnx, save_onnx
 
@@ -82,8 +82,7 @@ def simplify_onnx(src: str | os.PathLike, out: str | os.PathLike, spec: Simplify
 
     spec = spec or SimplifySpec()
     src, out = Path(src), Path(out)
-    if src.resolve() == out.resolve():
-        raise InputError(f"simplify would overwrite its input {src}", "write to another file, e.g. model.sim.onnx")
+    check_outputs([out, sidecar_path(out)], [src])
     src_side = sidecar.read(src)      # a replaced or corrupt source sidecar fails before onnxsim runs
     model = load_onnx(src)
     before = len(model.graph.node)
@@ -101,7 +100,7 @@ def simplify_onnx(src: str | os.PathLike, out: str | os.PathLike, spec: Simplify
         try:
             simplified, ok = onnxsim.simplify(model, check_n=spec.check_n, test_input_shapes={name: test_shape})
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise StageError(f"onnxsim failed on {src}: {first}",
                              "use the unsimplified model, or try --exporter dynamo which needs no simplification") from exc
         if not ok:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from attnvgg import sidecar
-from attnvgg.errors import InputError
+from attnvgg.errors import InputError, first_line
 
 REPORT_FORMAT = "attnvgg.report/1"
 ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
@@ -79,7 +79,7 @@ def read(path: Path) -> Any:
         with open(path) as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON ({str(exc).splitlines()[0][:120]})",
+        raise InputError(f"{path} is not valid JSON ({first_line(exc, 120)})",
                          "fix or remove the file, then rerun attnvgg report") from exc
     except OSError as exc:
         raise InputError(f"cannot read {path} ({exc.strerror})", "check the file's permissions") from exc

@@ -56,6 +56,12 @@ class AccuracyResult:
         d.pop("logits", None)
         return d
 
+    def summary_line(self, out: Any) -> str:
+        acc = f"top-1 {self.top1:.2%}, top-{self.topk} {self.top5:.2%}" if self.top1 is not None else "no labels"
+        ref = (f"; vs reference: top-1 agreement {self.reference.top1_agreement:.2%}, "
+               f"mean cosine {self.reference.mean_cosine:.6f}" if self.reference else "")
+        return f"{acc} on {self.images} images{ref} -> {out}"
+
 
 class _Tally:
     """Running counts for one runner (labels) and its agreement with a reference."""

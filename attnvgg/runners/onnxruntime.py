@@ -11,7 +11,7 @@ import numpy as np
 
 from attnvgg.onnxgraph import TWO_GB, input_shape, load_onnx
 from attnvgg.runners.base import Runner, TensorMeta
-from attnvgg.errors import InputError, MissingDependency
+from attnvgg.errors import InputError, MissingDependency, first_line
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -37,7 +37,6 @@ class OnnxRuntimeRunner(Runner):
         provider: str = "cpu",
         threads: int | None = None,
         optimize: bool = True,
-        extra_outputs: bool = False,
         name: str | None = None,
     ):
         if provider not in PROVIDERS:
@@ -70,7 +69,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=[wanted])
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise InputError(f"ONNX Runtime cannot load {self.path} ({first})",
                              "check it is a valid ONNX model (attnvgg export writes one)") from exc
 

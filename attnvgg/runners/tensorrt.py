@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from attnvgg.errors import InputError, MissingDependency, StageError
+from attnvgg.errors import InputError, MissingDependency, StageError, first_line
 from attnvgg.runners.base import Runner, TensorMeta
 from attnvgg.runners.trt_compat import INSTALL_HINT, RuntimeEnv, check_sidecar, load_sidecar, trt_capabilities
 from attnvgg.artifacts import sha256_file
@@ -44,7 +44,7 @@ def tensorrt_available() -> tuple[bool, str]:
         try:
             import tensorrt as trt
         except Exception as exc:  # the PyPI stub and broken installs fail in many ways
-            return False, f"tensorrt does not import ({type(exc).__name__}: {_first_line(exc)}); {INSTALL_HINT}"
+            return False, f"tensorrt does not import ({type(exc).__name__}: {first_line(exc)}); {INSTALL_HINT}"
         version = str(getattr(trt, "__version__", "unknown"))
         try:
             trt_capabilities(version)
@@ -53,14 +53,14 @@ def tensorrt_available() -> tuple[bool, str]:
         try:
             import torch
         except Exception as exc:
-            return False, f"torch does not import ({_first_line(exc)}); the TensorRT runner uses torch CUDA tensors"
+            return False, f"torch does not import ({first_line(exc)}); the TensorRT runner uses torch CUDA tensors"
         if not torch.cuda.is_available():
             cuda = torch.version.cuda or "none: a CPU-only torch build"
             return False, (f"TensorRT {version} is installed but torch sees no CUDA GPU "
                            f"(torch {torch.__version__}, CUDA {cuda}); TensorRT needs an NVIDIA GPU and driver")
         return True, f"TensorRT {version} on {torch.cuda.get_device_name(torch.cuda.current_device())}"
     except Exception as exc:  # pragma: no cover - belt and braces: this must not raise
-        return False, f"TensorRT availability check failed ({type(exc).__name__}: {_first_line(exc)})"
+        return False, f"TensorRT availability check failed ({type(exc).__name__}: {first_line(exc)})"
 
 
 def installed_tensorrt_version() -> Optional[str]:
@@ -75,11 +75,6 @@ def installed_tensorrt_version() -> Optional[str]:
         return str(getattr(trt, "__version__", None))
     except Exception:  # noqa: BLE001 - the PyPI stub and broken installs fail in many ways
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def require_tensorrt() -> Any:

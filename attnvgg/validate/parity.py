@@ -17,7 +17,7 @@ import numpy as np
 
 from attnvgg import sidecar
 from attnvgg.artifacts import check_outputs, write_json, write_text
-from attnvgg.config import ModelSpec, PreprocessSpec, Tolerance, ValidateSpec
+from attnvgg.config import ModelSpec, PreprocessSpec, ValidateSpec
 from attnvgg.data import open_dataset
 from attnvgg.errors import InputError, MissingDependency
 from attnvgg.models.build import build_model
@@ -101,7 +101,6 @@ def run_parity(
     model_spec: ModelSpec,
     spec: ValidateSpec,
     precision: str | None = None,
-    tolerance: Tolerance | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
 ) -> ParityResult:
@@ -111,7 +110,7 @@ def run_parity(
     precision = precision or sidecar.precision_of(artifact)
     if precision not in spec.tolerances:
         raise InputError(f"no tolerance for precision {precision!r}", f"use one of {', '.join(spec.tolerances)}")
-    tol = tolerance or spec.tolerances[precision]
+    tol = spec.tolerances[precision]
     chain = sidecar.lineage(artifact)
     batch_range = chain[0].get("batch_range") if chain else None
     model = build_model(model_spec)

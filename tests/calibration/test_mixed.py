@@ -19,12 +19,11 @@ import numpy as np
 import onnx
 import pytest
 
-import attnvgg.calibration.int8 as int8
 from attnvgg.calibration.groups import layer_groups
 from attnvgg.calibration.mixed import calibrate_mixed, mixed_report_path
 from attnvgg.config import CalibrateSpec, EvaluateSpec, MixedSpec
 from attnvgg.errors import CheckFailed, InputError
-from tests.calibration.conftest import ArrayDataset
+from tests.calibration.conftest import ArrayDataset, counting_passes
 from tests.conftest import error_line, preprocess_config, run_cli, stub_datasets
 
 
@@ -164,9 +163,9 @@ def runs(trained, tmp_path_factory) -> dict:
     cache = root / "cache"
     out = {}
     for key, budget, c in (("b0", 0.0, cache), ("b0_again", 0.0, cache), ("b5", 5.0, None)):
-        before = int8.CALIBRATION_PASSES
-        r = _search(trained, root / f"{key}.int8.onnx", budget, c)
-        out[key] = (r, int8.CALIBRATION_PASSES - before)
+        with counting_passes() as passes:
+            r = _search(trained, root / f"{key}.int8.onnx", budget, c)
+        out[key] = (r, len(passes))
     return out
 
 

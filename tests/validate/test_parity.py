@@ -1,7 +1,6 @@
 """Parity catches a corrupted ONNX file and --locate names the layer; result files."""
 
 import json
-import shutil
 from xml.etree import ElementTree as ET
 
 import numpy as np
