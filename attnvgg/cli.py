@@ -117,7 +117,7 @@ def validate(artifact, precision, json_path, junit_path, **kw):
 
 @cli.command("build", epilog="""\b
 Exit codes: 0 engines built (or plan printed), 2 bad input (missing or
-non-ONNX file, bad batch range, unknown preset), 3 TensorRT failed to
+non-ONNX file, bad batch range, unknown target), 3 TensorRT failed to
 build, 4 TensorRT or a CUDA GPU is missing (pip install "attnvgg[gpu]").
 \b
 Next to each engine: ENGINE.json (TensorRT version, GPU, ONNX hash,
@@ -127,14 +127,15 @@ with trtexec).""")
 @click.argument("onnx", nargs=-1, required=True)
 @click.option("--out", "out_dir", default="engines", show_default=True,
               help="Folder for the engines, sidecars, trtexec scripts and the timing cache.")
-@click.option("--preset", default=None, help="server (batch 1/16/64, 8 GiB workspace) or edge (batch 1/1/8, 1 GiB).  [default: server]")
+@click.option("--target", "--preset", "target", default=None,
+              help="server (batch 1/16/64, 8 GiB workspace) or edge (batch 1/1/8, 1 GiB).  [default: server]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML config; its [build] table, overridden by these flags.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one option, e.g. --set build.workspace_mib=2048 (repeatable; wins over flags).")
-@click.option("--min-batch", "batch_min", type=int, default=None, help="Profile minimum batch (overrides the preset).")
-@click.option("--opt-batch", "batch_opt", type=int, default=None, help="Profile batch TensorRT tunes for.")
-@click.option("--max-batch", "batch_max", type=int, default=None, help="Profile maximum batch.")
+@click.option("--batch-min", "--min-batch", "batch_min", type=int, default=None, help="Profile minimum batch (overrides the target).")
+@click.option("--batch-opt", "--opt-batch", "batch_opt", type=int, default=None, help="Profile batch TensorRT tunes for.")
+@click.option("--batch-max", "--max-batch", "batch_max", type=int, default=None, help="Profile maximum batch.")
 @click.option("--workspace", "workspace_mib", type=int, default=None, help="Workspace memory pool limit in MiB.")
 @click.option("--opt-level", "optimization_level", type=int, default=None, help="Builder optimization level 0..5.")
 @click.option("--timing-cache", default=None, help="Timing cache file (relative to --out), reused across builds; '' disables it.")
@@ -206,8 +207,8 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None)
 @click.option("--flavour", type=click.Choice(["tensorrt", "cpu"]), default=None,
               help="tensorrt: int8 symmetric, zero point 0 (default); cpu: uint8 asymmetric activations.")
-@click.option("--exclude-preset", type=click.Choice(["attention", "attention+gates", "none"]), default=None,
-              help="What stays in float (default: attention).")
+@click.option("--keep-float", "--exclude-preset", "keep_float", type=click.Choice(["attention", "attention+gates", "none"]),
+              default=None, help="What stays in float (default: attention).")
 @click.option("--exclude", multiple=True, help="Also keep this node (by name) in float; repeatable.")
 @click.option("--batch-size", type=int, default=None, help="Images per calibration batch (bounds memory).")
 @click.option("--num-images", type=int, default=None, help="Calibrate on the first N images (default: all).")
@@ -234,9 +235,9 @@ def calibrate(model: str, out: str | None, **kw: Any) -> None:
     from attnvgg.pipeline import calibrate_command
 
     search = {k: kw.pop(k) for k in ("max_drop", "val_data", "val_limit", "allow_float_conv")}
-    check_mixed_flags(search, exclude_preset=kw["exclude_preset"])
+    check_mixed_flags(search, keep_float=kw["keep_float"])
     exclude = list(kw.pop("exclude"))
-    flags = {**{f"calibrate.{k}": kw.pop(k) for k in ("data", "method", "flavour", "exclude_preset", "batch_size",
+    flags = {**{f"calibrate.{k}": kw.pop(k) for k in ("data", "method", "flavour", "keep_float", "batch_size",
                                                          "num_images", "percentile", "num_bins", "cache_dir",
                                                          "check_samples")},
              "calibrate.per_channel": False if kw.pop("per_tensor") else None,

@@ -95,20 +95,20 @@ class ValidateSpec:
     locate: bool = False
 
 
-BUILD_PRESETS = ("server", "edge")
+BUILD_TARGETS = ("server", "edge")
 HARDWARE_COMPATIBILITY = ("none", "ampere+", "same-compute-capability")
 
 
 @dataclass
 class BuildSpec:
-    """TensorRT engine build options. ``None`` means: take it from the preset.
+    """TensorRT engine build options. ``None`` means: take it from the target.
 
     Precision is not here: it is read from each ONNX file (strongly typed builds).
-    The presets (``attnvgg.engines.build_plan.PRESETS``): server = batch 1/16/64,
+    The targets (``attnvgg.engines.build_plan.TARGETS``): server = batch 1/16/64,
     8 GiB workspace; edge = batch 1/1/8, 1 GiB workspace.
     """
 
-    preset: str = "server"                  # "server" or "edge"
+    target: str = "server"                  # "server" or "edge" (config key "preset" before issue 10)
     batch_min: Optional[int] = None         # optimization profile, batch axis
     batch_opt: Optional[int] = None
     batch_max: Optional[int] = None
@@ -125,7 +125,7 @@ class BuildSpec:
 # ---------------------------------------------------------------- fp16 / int8 / accuracy
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 CALIB_FLAVOURS = ("tensorrt", "cpu")
-EXCLUDE_PRESETS = ("attention", "attention+gates", "none")
+KEEP_FLOAT = ("attention", "attention+gates", "none")
 
 
 @dataclass
@@ -151,7 +151,7 @@ class CalibrateSpec:
     data: str = "builtin:calib"             # builtin:calib, an image folder, or a .npz/.npy file
     method: str = "minmax"                  # minmax | entropy | percentile
     flavour: str = "tensorrt"               # tensorrt: int8 symmetric (zero point 0); cpu: uint8 activations
-    exclude_preset: str = "attention"       # attention | attention+gates | none
+    keep_float: str = "attention"           # attention | attention+gates | none (was "exclude_preset")
     exclude: list[str] = field(default_factory=list)   # extra node names kept in float
     batch_size: int = 4                     # images per calibration batch: peak RSS 2.1 GiB at 224 px (3.5 at 8)
     num_images: Optional[int] = None        # None = every image in the set
@@ -316,6 +316,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type, data: dict, where: str = "") -> Any:
     """Build dataclass ``cls`` from a dict, refusing unknown keys and wrong types."""
+    data = _renamed(cls, data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -337,8 +338,25 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     return obj
 
 
+#: config keys renamed so that "preset" means one thing (the run preset): old spellings still load
+RENAMED = {"BuildSpec": {"preset": "target"}, "CalibrateSpec": {"exclude_preset": "keep_float"}}
+
+
+def _renamed(cls: type, data: dict) -> dict:
+    old = RENAMED.get(cls.__name__, {})
+    if not any(k in data for k in old):
+        return data
+    out = dict(data)
+    for was, now in old.items():
+        if was in out:
+            value = out.pop(was)
+            out.setdefault(now, value)
+    return out
+
+
 def apply_dict(obj: Any, data: dict, where: str = "") -> Any:
     """Layer ``data`` over an existing dataclass (a preset): only the keys given change."""
+    data = _renamed(type(obj), data)
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     unknown = sorted(set(data) - names)

@@ -382,7 +382,7 @@ class RangeSession:
         if violations:
             raise StageError(f"exclusion policy {plan.preset!r} violated: {violations[0]}"
                              + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
-                             "report this with the model; try --exclude-preset none to see the raw quantization")
+                             "report this with the model; try --keep-float none to see the raw quantization")
         qnodes = quantized_nodes(quantized_model, idx)
         self.mark("policy")
         if check:
@@ -451,8 +451,8 @@ def calibrate(
     out = Path(out)
     _check_out(Path(model_path), out)
     with RangeSession(model_path, dataset, spec, log, progress) as session:
-        plan = plan_exclusions(session.model, spec.exclude_preset, spec.exclude)
-        if spec.exclude_preset != "none" and plan.attention_sites == 0:
+        plan = plan_exclusions(session.model, spec.keep_float, spec.exclude)
+        if spec.keep_float != "none" and plan.attention_sites == 0:
             session.note("no attention block (MatMul-Softmax-MatMul) found; nothing kept in float by the preset")
         session.collect(set(plan.names))
         quantized_model, rewired, qnodes = session.build(plan)
@@ -485,7 +485,7 @@ def _quantize(work_src: Path, tmp: Path, ranges: dict, spec: CalibrateSpec, excl
     except Exception as exc:
         raise StageError(f"ONNX Runtime could not quantize the model ({type(exc).__name__}: "
                          f"{first_line(exc)})",
-                         "check the model with attnvgg validate; try --exclude-preset or --exclude") from exc
+                         "check the model with attnvgg validate; try --keep-float or --exclude") from exc
     return onnx.load(str(q_path))
 
 

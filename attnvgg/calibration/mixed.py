@@ -184,17 +184,17 @@ class MixedResult:
                 f"{self.evaluations} evaluations, {self.seconds:.1f} s) -> {self.report}")
 
 
-def check_mixed_flags(search: dict, exclude_preset: str | None = None) -> None:
-    """--val-data/--val-limit/--allow-float-conv only with --max-drop; --exclude-preset never with it."""
+def check_mixed_flags(search: dict, keep_float: str | None = None) -> None:
+    """--val-data/--val-limit/--allow-float-conv only with --max-drop; --keep-float never with it."""
     if search.get("max_drop") is None:
         given = [f"--{k.replace('_', '-')}" for k in ("val_data", "val_limit") if search.get(k) is not None]
         given += ["--allow-float-conv"] if search.get("allow_float_conv") else []
         if given:
             raise InputError(f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to the accuracy search",
                              "add --max-drop POINTS")
-    elif exclude_preset is not None:
-        raise InputError("--exclude-preset and --max-drop both given: the search decides what stays in float",
-                         "drop --exclude-preset (use --exclude NODE to force a node into float)")
+    elif keep_float is not None:
+        raise InputError("--keep-float and --max-drop both given: the search decides what stays in float",
+                         "drop --keep-float (use --exclude NODE to force a node into float)")
 
 
 def mixed_report_path(out: Path) -> Path:
@@ -247,8 +247,8 @@ def calibrate_mixed(
     quiet = lambda _m: None  # noqa: E731 - evaluate's per-run notes would repeat for every candidate
 
     with int8.RangeSession(src, calib, spec, log, progress) as session:
-        if spec.exclude_preset not in ("none", CalibrateSpec().exclude_preset):
-            session.note(f"exclusion preset {spec.exclude_preset!r} not applied: the accuracy search decides "
+        if spec.keep_float not in ("none", CalibrateSpec().keep_float):
+            session.note(f"--keep-float {spec.keep_float!r} not applied: the accuracy search decides "
                          "what stays in float (attention included)")
         forced = plan_exclusions(session.model, "none", spec.exclude)
         idx = GraphIndex.build(session.model)

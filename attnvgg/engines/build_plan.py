@@ -1,4 +1,4 @@
-"""Everything about a TensorRT build that does not need TensorRT: plan, presets, profiles,
+"""Everything about a TensorRT build that does not need TensorRT: plan, targets, profiles,
 the engine sidecar and its compatibility check, the equivalent trtexec command.
 
 Why a separate module: the decisions (which batch range, which precision, which flags,
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from attnvgg import sidecar
-from attnvgg.config import BUILD_PRESETS, HARDWARE_COMPATIBILITY, BuildSpec
+from attnvgg.config import BUILD_TARGETS, HARDWARE_COMPATIBILITY, BuildSpec
 from attnvgg.onnxgraph import dims, elem_type_name, precision_evidence
 from attnvgg.errors import InputError, first_line
 from attnvgg.runners.trt_compat import INSTALL_HINT, SIDECAR_FORMAT, RuntimeEnv  # noqa: F401 - re-used names
@@ -40,10 +40,10 @@ ENGINE_SUFFIX = ".engine"
 TRTEXEC_SUFFIX = ".trtexec.sh"
 
 
-# ----------------------------------------------------------------------------- presets
+# ----------------------------------------------------------------------------- targets
 
 @dataclass(frozen=True)
-class Preset:
+class Target:
     batch_min: int
     batch_opt: int
     batch_max: int
@@ -51,13 +51,13 @@ class Preset:
     optimization_level: int
 
 
-PRESETS: dict[str, Preset] = {
+TARGETS: dict[str, Target] = {
     # A data-centre GPU serving batches: tune for batch 16, allow up to 64.
-    "server": Preset(batch_min=1, batch_opt=16, batch_max=64, workspace_mib=8192, optimization_level=3),
+    "server": Target(batch_min=1, batch_opt=16, batch_max=64, workspace_mib=8192, optimization_level=3),
     # A Jetson-class device answering one request at a time, with little memory to spare.
-    "edge": Preset(batch_min=1, batch_opt=1, batch_max=8, workspace_mib=1024, optimization_level=3),
+    "edge": Target(batch_min=1, batch_opt=1, batch_max=8, workspace_mib=1024, optimization_level=3),
 }
-assert set(PRESETS) == set(BUILD_PRESETS)
+assert set(TARGETS) == set(BUILD_TARGETS)
 
 
 # ----------------------------------------------------------------------------- ONNX facts
@@ -170,13 +170,13 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """A BuildSpec with the preset applied and every value checked."""
+    """A BuildSpec with the target applied and every value checked."""
 
-    preset: str
+    target: str
     batch_min: int
     batch_opt: int
     batch_max: int
-    explicit_batch: bool            # the user set a batch value (not just the preset)
+    explicit_batch: bool            # the user set a batch value (not just the target)
     workspace_mib: int
     optimization_level: int
     tf32: Optional[bool]            # None: off for fp32, on (TensorRT default) for fp16/int8
@@ -195,10 +195,10 @@ class BuildOptions:
 
 
 def resolve_options(spec: BuildSpec, out_dir: str | os.PathLike) -> BuildOptions:
-    """Apply the preset under the explicit values and refuse what cannot be built."""
-    if spec.preset not in PRESETS:
-        raise InputError(f"unknown build preset {spec.preset!r}", f"use one of {', '.join(PRESETS)}")
-    pre = PRESETS[spec.preset]
+    """Apply the target under the explicit values and refuse what cannot be built."""
+    if spec.target not in TARGETS:
+        raise InputError(f"unknown build target {spec.target!r}", f"use one of {', '.join(TARGETS)}")
+    pre = TARGETS[spec.target]
     overridden = []
 
     def pick(name: str) -> Any:
@@ -232,7 +232,7 @@ def resolve_options(spec: BuildSpec, out_dir: str | os.PathLike) -> BuildOptions
         if not cache.is_absolute():
             cache = Path(out_dir) / cache
     return BuildOptions(
-        preset=spec.preset, batch_min=bmin, batch_opt=bopt, batch_max=bmax,
+        target=spec.target, batch_min=bmin, batch_opt=bopt, batch_max=bmax,
         explicit_batch=any(n.startswith("batch_") for n in overridden),
         workspace_mib=workspace, optimization_level=level, tf32=spec.tf32, timing_cache=cache,
         hardware_compatibility=spec.hardware_compatibility, version_compatible=spec.version_compatible,
@@ -388,7 +388,7 @@ def trtexec_script(ep: EnginePlan, opts: BuildOptions) -> str:
     body = " \\\n  ".join(shlex.quote(a) for a in args)
     return (
         "#!/usr/bin/env bash\n"
-        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, preset {opts.preset}).\n"
+        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, target {opts.target}).\n"
         "# Precision comes from the ONNX graph (strongly typed build): no --fp16/--int8.\n"
         "# --stronglyTyped is required on TensorRT 10.x and a no-op on 11.x. trtexec then\n"
         "# benchmarks the engine at the opt shapes; add --skipInference to only build.\n"
@@ -405,13 +405,13 @@ def render_plan(plan: BuildPlan) -> str:
     set_ = set(o.overridden)
 
     def src(name: str) -> str:
-        return "set" if name in set_ else f"preset {o.preset}"
+        return "set" if name in set_ else f"target {o.target}"
 
     lines = [
         f"build plan: {len(plan.engines)} engine(s) into {plan.out_dir} (dry run: nothing built, TensorRT not imported)",
-        f"preset: {o.preset}",
+        f"target: {o.target}",
         f"batch: min {o.batch_min} / opt {o.batch_opt} / max {o.batch_max} "
-        f"({'set' if o.explicit_batch else 'preset ' + o.preset})",
+        f"({'set' if o.explicit_batch else 'target ' + o.target})",
         f"workspace: {o.workspace_mib} MiB ({src('workspace_mib')})",
         f"builder optimization level: {o.optimization_level} ({src('optimization_level')})",
         "timing cache: " + (f"{o.timing_cache} ({'reused' if o.timing_cache.is_file() else 'created'})"

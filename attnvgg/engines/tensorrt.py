@@ -141,7 +141,7 @@ def build_engine(trt: Any, ep: EnginePlan, opts: BuildOptions, env: RuntimeEnv) 
     if serialized is None:
         why = logger.errors[-1][:300] if logger.errors else "no error was logged"
         raise StageError(f"TensorRT could not build {ep.engine.name} from {ep.onnx}: {why}",
-                         "see the [TensorRT] messages above; a larger --workspace or a smaller --max-batch may help")
+                         "see the [TensorRT] messages above; a larger --workspace or a smaller --batch-max may help")
     data = _byte_view(serialized)
     digest = hashlib.sha256(data).hexdigest()
     # Engine first, sidecar last: an engine without a matching sidecar is refused on load.

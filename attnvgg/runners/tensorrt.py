@@ -251,7 +251,7 @@ class TensorRTRunner(Runner):
             if not ctx.set_input_shape(name, tuple(t.shape)):
                 rng = self.profile_shapes().get(name)
                 raise InputError(f"input {name} shape {tuple(t.shape)} is outside the engine's profile (min, opt, max) {rng}",
-                                 "feed a batch inside the range or rebuild with --min-batch/--max-batch")
+                                 "feed a batch inside the range or rebuild with --batch-min/--batch-max")
             ctx.set_tensor_address(name, t.data_ptr())
             keep.append(t)
         outputs: dict[str, torch.Tensor] = {}

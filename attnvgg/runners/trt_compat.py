@@ -121,7 +121,7 @@ def check_sidecar(sidecar: dict, env: RuntimeEnv, engine: str | os.PathLike,
     e = Path(engine)
     opts = sidecar.get("build_options") or {}
     onnx = sidecar.get("onnx") or "MODEL.onnx"
-    rebuild = f"rebuild it here with: attnvgg build {onnx} --out {e.parent} --preset {opts.get('preset', 'server')}"
+    rebuild = f"rebuild it here with: attnvgg build {onnx} --out {e.parent} --target {opts.get('target', opts.get('preset', 'server'))}"
     try:
         built_trt = str(sidecar["tensorrt_version"])
         built_gpu = str(sidecar["gpu"]["name"])

@@ -50,7 +50,7 @@ def test_changed_method_or_data_recalibrates(tiny_global, make_dataset, rand_ima
     other = make_dataset(rand_images(8, seed=7))
     assert _run(tiny_global, other, tmp_path / "c.onnx", cache)[1] == 1
     assert _run(tiny_global, data, tmp_path / "d.onnx", cache, num_images=4)[1] == 1
-    assert _run(tiny_global, data, tmp_path / "e.onnx", cache, exclude_preset="none")[1] == 1
+    assert _run(tiny_global, data, tmp_path / "e.onnx", cache, keep_float="none")[1] == 1
     assert len(list(cache.iterdir())) == 5
     assert _run(tiny_global, data, tmp_path / "f.onnx", cache, method="percentile")[1] == 0
 

@@ -57,7 +57,7 @@ def test_default_policy_keeps_attention_float_in_written_graph(tiny_global, cali
 
 def test_preset_none_quantizes_attention(tiny_global, calib_data, tmp_path):
     out = tmp_path / "q.onnx"
-    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, exclude_preset="none"), progress=False)
+    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, keep_float="none"), progress=False)
     q = onnx.load(str(out))
     matmuls = [n for n in _attention_nodes(q) if n.op_type == "MatMul"]
     assert matmuls and all(all(_dq_reaches(q, i) for i in n.input) for n in matmuls)
@@ -84,7 +84,7 @@ def test_gates_preset_keeps_sigmoid_and_mul_float_and_stays_accurate(tiny_mixed,
     assert len(gate_sites(model)) == 3           # SE gate, CBAM channel gate, CBAM spatial gate
     out = tmp_path / "q.onnx"
     # cpu flavour: ORT folds Relu into the uint8 Q; the float copy for the gate Mul must be re-inserted
-    spec = _spec(tmp_path, exclude_preset="attention+gates", flavour="cpu", check_samples=8)
+    spec = _spec(tmp_path, keep_float="attention+gates", flavour="cpu", check_samples=8)
     r = calibrate(tiny_mixed, calib_data, out, spec, progress=False)
     q = onnx.load(str(out))
     gate_names = {e["name"] for e in r.excluded if e["reason"] == "gate"}

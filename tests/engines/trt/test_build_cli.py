@@ -37,7 +37,7 @@ def test_dry_run_prints_plan(onnx_files, tmp_path, preset, precision):
     text = res.stdout
     mn, op, mx = EXPECTED[preset]
     engine = out / f"model.{precision}.engine"
-    assert f"preset: {preset}" in text
+    assert f"target: {preset}" in text   # --preset is the old spelling of --target
     assert f"precision: {precision} (graph:" in text
     assert "input: input float32 [batch, 3, 8, 8]" in text
     assert f"profile input: min {mn}  opt {op}  max {mx}" in text
@@ -52,7 +52,7 @@ def test_dry_run_prints_plan(onnx_files, tmp_path, preset, precision):
 
 
 def test_dry_run_overrides_and_three_files(onnx_files, tmp_path):
-    res = _run(*map(str, onnx_files.values()), "--out", str(tmp_path / "o"), "--preset", "edge",
+    res = _run(*map(str, onnx_files.values()), "--out", str(tmp_path / "o"), "--target", "edge",
                "--max-batch", "4", "--workspace", "512", "--opt-level", "2", "--hardware-compat", "ampere+",
                "--version-compatible", "--tf32", "--dry-run")
     assert res.exit_code == 0, res.output

@@ -87,7 +87,7 @@ def built(tiny):
     from attnvgg.engines.build import run_build
 
     model, files, d = tiny
-    res = run_build(list(files.values()), BuildSpec(preset="edge", optimization_level=1), d / "engines")
+    res = run_build(list(files.values()), BuildSpec(target="edge", optimization_level=1), d / "engines")
     return model, files, res
 
 
@@ -183,5 +183,5 @@ def test_timing_cache_reused_on_rebuild(tiny, built):
     from attnvgg.engines.build import run_build
 
     _, files, res = built
-    again = run_build([files["fp32"]], BuildSpec(preset="edge", optimization_level=1), res.plan.out_dir)
+    again = run_build([files["fp32"]], BuildSpec(target="edge", optimization_level=1), res.plan.out_dir)
     assert again.sidecars[0]["timing_cache"] == "reused"

@@ -44,7 +44,7 @@ def test_sidecar_records_what_the_brief_asks(built):
     assert sc["source"] == str(ep.onnx.resolve())   # validate follows "source" to the model spec
     assert sc["profiles"] == [{"input": {"min": [1, 3, 8, 8], "opt": [16, 3, 8, 8], "max": [64, 3, 8, 8]}}]
     opts = sc["build_options"]
-    assert opts["preset"] == "server" and opts["workspace_mib"] == 8192 and opts["strongly_typed"] is True
+    assert opts["target"] == "server" and opts["workspace_mib"] == 8192 and opts["strongly_typed"] is True
     assert opts["tf32"] is True and sc["build_seconds"] == 1.25 and sc["built_at"]
     assert json.loads(ep.sidecar.read_text()) == sc      # what was written is what we return
     assert ep.sidecar.name == ep.engine.name + ".json"
