@@ -76,6 +76,8 @@ def stub_datasets(monkeypatch, pick) -> None:
 
     Patches the public opener (``attnvgg.data.open_dataset``, also as the pipeline imported it),
     not a CLI internal: the preprocessing decision still runs as in a real call."""
+    import attnvgg.pipeline  # noqa: F401 - imported first, so it binds the real opener that undo restores
+
     fake = lambda name, pre, split=None: pick(name)  # noqa: E731
     monkeypatch.setattr("attnvgg.data.open_dataset", fake)
     monkeypatch.setattr("attnvgg.pipeline.open_dataset", fake)

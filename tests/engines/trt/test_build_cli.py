@@ -101,9 +101,23 @@ def test_help_documents_exit_code_4():
     assert "4 TensorRT or a CUDA GPU is missing" in flat and 'pip install "attnvgg[gpu]"' in flat
 
 
-def test_tensorrt_available_returns_reason():
+def test_tensorrt_available_returns_reason(monkeypatch):
+    import importlib.util
+    import types
+
     ok, why = tensorrt_available()
-    assert isinstance(ok, bool) and isinstance(why, str) and why
+    if not ok:      # here: no tensorrt, or no GPU; the reason says which and how to get it
+        assert "tensorrt" in why.lower() and ("attnvgg[gpu]" in why or "GPU" in why), why
+    # the package is absent: named, with the install line
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else object())
+    ok, why = tensorrt_available()
+    assert not ok and "not installed" in why and 'pip install "attnvgg[gpu]"' in why
+    monkeypatch.undo()
+    # an importable tensorrt of an unsupported version (a bare module with only a version: builds nothing)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    ok, why = tensorrt_available()
+    assert not ok and "TensorRT 8.6.1 is not supported" in why and "10.x or 11.x" in why
 
 
 @pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT and a GPU are present: the missing-TensorRT path cannot be shown")
