@@ -266,10 +266,7 @@ def model_spec(artifact: str | os.PathLike, trust: bool = False, factory: str | 
     if raw.get("trust_checkpoint") is True and not trust:
         raise InputError(f"sidecar {side.path} asks to unpickle the checkpoint {raw.get('checkpoint')!r}: a sidecar "
                          "never turns on trust_checkpoint", "if you trust the file, pass --trust-checkpoint")
-    try:
-        spec = from_dict(ModelSpec, raw, "sidecar model")
-    except InputError as exc:
-        raise InputError(f"sidecar {side.path}: {exc.message}", "re-run attnvgg export") from exc
+    spec = _table(side, ModelSpec, raw, "model")
     return dataclasses.replace(spec, trust_checkpoint=bool(trust and spec.trust_checkpoint),
                                factory=spec.factory if spec.factory == factory else None)
 
@@ -279,11 +276,15 @@ def preprocess(artifact: str | os.PathLike) -> Optional[PreprocessSpec]:
     side = nearest(artifact, "preprocess")
     if side is None:
         return None
-    raw = side.get("preprocess")
+    return _table(side, PreprocessSpec, side.get("preprocess"), "preprocess")
+
+
+def _table(side: Sidecar, cls: type, raw: Any, key: str) -> Any:
+    """A sidecar table as a typed spec; one line naming the sidecar when it is not one."""
     if not isinstance(raw, dict):
-        raise InputError(f"sidecar {side.path}: field 'preprocess' is not a table", "re-run attnvgg export")
+        raise InputError(f"sidecar {side.path}: field {key!r} is not a table", "re-run attnvgg export")
     try:
-        return from_dict(PreprocessSpec, raw, "sidecar preprocess")
+        return from_dict(cls, raw, f"sidecar {key}")
     except InputError as exc:
         raise InputError(f"sidecar {side.path}: {exc.message}", "re-run attnvgg export") from exc
 

@@ -11,14 +11,8 @@ float16-typed graph means fp16, anything else fp32 (an ``<file>.onnx.json`` side
 ``precision`` key is taken too, and must agree with the graph). Every engine is a strongly
 typed build, the only kind TensorRT 11 has.
 
-Sidecar compatibility (``check_sidecar``): an engine runs only on the TensorRT version and GPU
-it was built with, so loading one whose sidecar names another TensorRT version, GPU name or
-compute capability is refused. Two build options relax this on purpose:
-* ``version_compatible``: the engine carries its lean runtime, so any TensorRT version equal to
-  or newer than the one that built it is accepted; an older one is still refused.
-* ``hardware_compatibility = "ampere+"``: the GPU name and exact compute capability are not
-  compared; any GPU of compute capability 8.0 or newer is accepted.
-  ``"same-compute-capability"``: the GPU name is not compared; the compute capability must match.
+The engine sidecar's compatibility check lives in ``runners.trt_compat`` (the runner applies it
+on load); ``make_sidecar`` here says what goes into it.
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 

@@ -1,24 +1,17 @@
-"""Build TensorRT engines from a plan (the runner and ``import tensorrt`` live in runners/tensorrt.py).
+"""Build TensorRT engines from a plan: parse, build, write engine, trtexec script and sidecar.
 
-Written against the TensorRT Python API that 10.x and 11.x share (checked against the
-bindings source of both: python/src/infer/pyCore.cpp, parsers/pyOnnx.cpp). The one version
-difference that matters here, the STRONGLY_TYPED network flag, is decided in
-``build_plan.trt_capabilities``. No FP16/INT8 builder flag and no calibrator are used: the
-precision is in the ONNX graph. All decisions (profiles, flags, sidecar checks) live in
-``build_plan`` and are tested on CPU; this module only carries them out on a GPU.
-
-``tensorrt`` and ``torch`` are imported inside functions, so importing this module is cheap
-and works without either.
+The decisions (profiles, flags, precision) are made in ``build_plan`` and tested on CPU; the
+TensorRT API (10.x and 11.x alike) is reached only through ``runners.tensorrt``, the one module
+that imports tensorrt. This module carries a plan out on a GPU.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from attnvgg.engines.build_plan import BuildOptions, BuildPlan, EnginePlan, make_sidecar, trtexec_script
 from attnvgg.errors import InputError, MissingDependency, StageError
@@ -26,10 +19,6 @@ from attnvgg.runners.tensorrt import _logger, require_tensorrt, runtime_env
 from attnvgg.runners.trt_compat import RuntimeEnv, trt_capabilities
 from attnvgg import __version__, sidecar
 from attnvgg.artifacts import atomic_path, onnx_hash, write_bytes, write_text
-
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-    import torch
 
 # ----------------------------------------------------------------------------- build
 

@@ -13,10 +13,8 @@ and works without either.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
