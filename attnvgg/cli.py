@@ -398,8 +398,7 @@ def report_cmd(results: tuple[str, ...], out_dir: str, plot_batch: int | None) -
 @cli.command("train")
 @click.option("--out", required=True, type=click.Path(),
               help="Checkpoint path (x.pt; x.toml is written beside it) or a folder (model.pt + model.toml).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="TOML whose [train] table is the base (a pipeline config or a model TOML); flags override it.")
+@config_options
 @click.option("--epochs", type=int, default=None, help="Passes over the built-in train split (default 5).")
 @click.option("--seed", type=int, default=None, help="Seed for weights, dropout and data order (default 0).")
 @click.option("--width", type=float, default=None, help="Channel width multiplier (default 0.125).")
@@ -413,14 +412,17 @@ def report_cmd(results: tuple[str, ...], out_dir: str, plot_batch: int | None) -
 @click.option("--threads", type=int, default=None, help="torch threads (default 2; 0 = torch's default).")
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
 @handle_errors
-def train_cmd(out: str, config_path: str | None, attention: str | None, quiet: bool, **kw) -> None:
-    """Train the small attention VGG on the built-in data set (seeded, reproducible)."""
-    from attnvgg.data.train import load_train_spec, spec_from_overrides, train
+def train_cmd(out: str, attention: str | None, quiet: bool, **kw) -> None:
+    """Train the small attention VGG on the built-in data set (seeded, reproducible).
 
-    if attention is not None:
-        kinds = [a.strip() for a in attention.split(",")]
-        kw["attention"] = kinds * 3 if len(kinds) == 1 else kinds
-    spec = spec_from_overrides(load_train_spec(config_path), **kw)
+    The [train] table of --config (a pipeline config or a model TOML) is the base; flags override it."""
+    from attnvgg.data.train import train
+
+    kinds = [a.strip() for a in attention.split(",")] if attention is not None else None
+    flags = {"train.attention": kinds * 3 if kinds and len(kinds) == 1 else kinds,
+             **{f"train.{k}": kw.pop(k) for k in ("epochs", "seed", "width", "input_size", "batch_size", "lr",
+                                                  "gamma_init", "train_limit", "val_limit", "threads")}}
+    spec = settings(kw, flags).cfg.train
     log = None if quiet else (lambda msg: click.echo(msg, err=True))
     res = train(spec, Path(out), log=log)
     click.echo(f"val top-1 {res['val_top1']:.4f} (gamma=0: {res['val_top1_gamma0']:.4f}) on "

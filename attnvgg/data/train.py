@@ -14,7 +14,6 @@ Output: ``<name>.pt`` (a plain state_dict, loadable with ``weights_only=True``) 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -242,8 +241,3 @@ def load_train_spec(path: str | Path | None) -> TrainSpec:
         return TrainSpec()
     data = read_toml(path)
     return from_dict(TrainSpec, data.get("train", {}), "train")
-
-
-def spec_from_overrides(base: TrainSpec, **overrides: Any) -> TrainSpec:
-    """A copy of ``base`` with the non-None overrides applied (CLI flags win over the file)."""
-    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
