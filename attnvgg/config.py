@@ -124,6 +124,7 @@ class BuildSpec:
 # ---------------------------------------------------------------- fp16 / int8 / accuracy
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 CALIB_FLAVOURS = ("tensorrt", "cpu")
+HIGH_PRECISIONS = ("fp16", "fp32")
 EXCLUDE_PRESETS = ("attention", "attention+gates", "none")
 
 
@@ -145,7 +146,11 @@ class Fp16Spec:
 
 @dataclass
 class CalibrateSpec:
-    """``attnvgg calibrate``: explicit Q/DQ INT8 from calibration data (ONNX Runtime quantizer)."""
+    """``attnvgg calibrate``: explicit Q/DQ INT8 from calibration data.
+
+    The ``tensorrt`` flavour is placed by NVIDIA ModelOpt's ONNX PTQ from attnvgg's ranges
+    (``calibration.modelopt_ptq``); the ``cpu`` flavour by ONNX Runtime's quantizer.
+    """
 
     data: str = "builtin:calib"             # builtin:calib, an image folder, or a .npz/.npy file
     method: str = "minmax"                  # minmax | entropy | percentile
@@ -160,6 +165,7 @@ class CalibrateSpec:
     cache: bool = True                      # reuse tensor ranges from an earlier identical calibration
     cache_dir: Optional[str] = None         # default $ATTNVGG_CACHE_DIR/calib or ~/.cache/attnvgg/calib
     check_samples: int = 0                  # >0: compare that many calibration images against fp32 (~10 s at 224)
+    high_precision: Optional[str] = None    # tensorrt flavour: the unquantized part's type, fp16 (default) or fp32
 
 
 @dataclass

@@ -97,12 +97,13 @@ def _tensor_info(value_info: Any) -> TensorInfo:
     return TensorInfo(value_info.name, dtype, tuple(dims))
 
 
-def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
-    """TensorRT's refusals (QOperator int8, uint8 or non-zero zero points), then the precision and
-    its evidence from ``export.graph.precision_evidence``."""
-    import onnx
-    from onnx import numpy_helper
+def _graph_precision(model: Any, path: Path, base: str | None = None) -> tuple[str, str]:
+    """TensorRT's refusals (QOperator int8; any rule of ``calibration.trt_rules`` a Q/DQ graph breaks),
+    then the precision and its evidence from ``export.graph.precision_evidence``.
 
+    ``base`` is the high-precision type the file's sidecar says was asked ("fp16" adds the
+    fp32-base rule), so a build refuses what ``attnvgg calibrate`` would have refused.
+    """
     graph = model.graph
     nodes = list(graph.node) + [n for f in model.functions for n in f.node]
     qop = sorted({n.op_type for n in nodes if n.op_type.startswith("QLinear") or n.op_type in ("ConvInteger", "MatMulInteger")})
@@ -111,25 +112,15 @@ def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
             f"{path} is int8 in QOperator format ({', '.join(qop[:3])}); TensorRT builds int8 only from Q/DQ graphs",
             "quantize in QDQ format (attnvgg calibrate writes Q/DQ)",
         )
-    qdq = [n for n in nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    if qdq:
-        inits = {i.name: i for i in graph.initializer}
-        for n in qdq:
-            if len(n.input) < 3 or not n.input[2] or n.input[2] not in inits:
-                continue
-            zp = inits[n.input[2]]
-            if zp.data_type == onnx.TensorProto.UINT8:
-                raise InputError(
-                    f"{path} has uint8 (asymmetric) Q/DQ at node {n.name or n.op_type}; TensorRT needs int8 with zero point 0",
-                    "recalibrate with symmetric activations and weights (attnvgg calibrate)",
-                )
-            if zp.data_location == onnx.TensorProto.EXTERNAL:
-                continue
-            if numpy_helper.to_array(zp).any():
-                raise InputError(
-                    f"{path} has a non-zero Q/DQ zero point at node {n.name or n.op_type}; TensorRT needs zero point 0",
-                    "recalibrate with symmetric quantization (attnvgg calibrate)",
-                )
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes):
+        from attnvgg.calibration.trt_rules import check_graph, summary
+
+        broken = check_graph(model, base=base)
+        if broken:
+            raise InputError(
+                f"{path} breaks a TensorRT graph rule at {broken[0].rule} {broken[0].node}: {summary(broken)}",
+                "recalibrate with attnvgg calibrate --flavour tensorrt (ModelOpt's Q/DQ placement)",
+            )
     from attnvgg.export.graph import precision_evidence
 
     return precision_evidence(model)
@@ -165,16 +156,22 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
                 "export with a static height and width (--input-size)",
             )
 
-    graph_precision, evidence = _graph_precision(model, p)
-    precision, source = graph_precision, evidence
     meta = p.with_name(p.name + ".json")
+    side: dict = {}
     if meta.is_file():
         import json
 
         try:
-            declared = json.loads(meta.read_text()).get("precision")
+            side = json.loads(meta.read_text())
         except Exception as exc:
             raise InputError(f"sidecar {meta} is not valid JSON ({exc})", "fix or delete it") from exc
+        if not isinstance(side, dict):
+            raise InputError(f"sidecar {meta} is not a JSON object", "fix or delete it")
+    base = side.get("high_precision") if side.get("precision") == "int8" else None
+    graph_precision, evidence = _graph_precision(model, p, base if base in ("fp16", "fp32") else None)
+    precision, source = graph_precision, evidence
+    if meta.is_file():
+        declared = side.get("precision")
         if declared is not None:
             if declared not in PRECISIONS:
                 raise InputError(f"sidecar {meta} declares precision {declared!r}", f"use one of {', '.join(PRECISIONS)}")
