@@ -53,8 +53,9 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # A data-centre GPU serving batches: tune for batch 16, allow up to 64.
     "server": Preset(batch_min=1, batch_opt=16, batch_max=64, workspace_mib=8192, optimization_level=3),
-    # A Jetson-class device answering one request at a time, with little memory to spare.
-    "edge": Preset(batch_min=1, batch_opt=1, batch_max=8, workspace_mib=1024, optimization_level=3),
+    # A Jetson-class device answering one request at a time, with little memory to spare. A static
+    # profile (min = opt = max): DLA has no dynamic shapes, and one shape is what an edge engine runs.
+    "edge": Preset(batch_min=1, batch_opt=1, batch_max=1, workspace_mib=1024, optimization_level=3),
 }
 assert set(PRESETS) == set(BUILD_PRESETS)
 
@@ -244,6 +245,9 @@ def resolve_options(spec: BuildSpec, out_dir: str | os.PathLike) -> BuildOptions
                          f"use one of {', '.join(HARDWARE_COMPATIBILITY)}")
     if spec.dla_core is not None and spec.dla_core < 0:
         raise InputError(f"DLA core {spec.dla_core} is negative", "pass 0 or 1 (Jetson AGX Orin has two DLA cores)")
+    if spec.dla_core is not None and not bmin == bopt == bmax:
+        raise InputError(f"--dla-core with batch {bmin}/{bopt}/{bmax}: DLA has no dynamic shapes",
+                         f"use one batch size (e.g. --min-batch {bopt} --max-batch {bopt}, or --preset edge)")
     cache = None
     if spec.timing_cache:
         cache = Path(spec.timing_cache)
@@ -366,16 +370,32 @@ def _dims(shape: Shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
+def trtexec_engine_path(engine: Path) -> Path:
+    """Where the trtexec script saves its engine: never the engine attnvgg built, whose sidecar hashes it."""
+    stem = engine.name[: -len(ENGINE_SUFFIX)] if engine.name.endswith(ENGINE_SUFFIX) else engine.name
+    return engine.with_name(f"{stem}.trtexec{ENGINE_SUFFIX}")
+
+
 def trtexec_args(ep: EnginePlan, opts: BuildOptions, base: Optional[Path] = None) -> list[str]:
-    """The trtexec arguments that build the same engine; paths relative to ``base`` if given."""
+    """The trtexec arguments that build the same engine and profile it at the opt batch; paths relative to ``base``.
+
+    The engine goes to ``trtexec_engine_path`` (the one attnvgg built stays what its sidecar
+    hashes); per-layer information and a per-layer profile are exported beside it
+    (``--profilingVerbosity=detailed --exportLayerInfo --exportProfile``), and ``--shapes`` runs the
+    benchmarked batch (the profile's opt shapes).
+    """
 
     def rel(p: Path) -> str:
         return os.path.relpath(p, base) if base is not None else str(p)
 
-    args = ["trtexec", f"--onnx={rel(ep.onnx)}", f"--saveEngine={rel(ep.engine)}", "--stronglyTyped"]
+    out = trtexec_engine_path(ep.engine)
+    args = ["trtexec", f"--onnx={rel(ep.onnx)}", f"--saveEngine={rel(out)}", "--stronglyTyped"]
     if ep.dynamic:
         for i, key in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
             args.append(f"{key}=" + ",".join(f"{name}:{_dims(s[i])}" for name, s in ep.profile.items()))
+        args.append("--shapes=" + ",".join(f"{name}:{_dims(s[1])}" for name, s in ep.profile.items()))
+    args += ["--profilingVerbosity=detailed", f"--exportLayerInfo={rel(out.with_name(out.name + '.layers.json'))}",
+             f"--exportProfile={rel(out.with_name(out.name + '.profile.json'))}"]
     args.append(f"--memPoolSize=workspace:{opts.workspace_mib}M")
     args.append(f"--builderOptimizationLevel={opts.optimization_level}")
     if opts.timing_cache:
@@ -406,14 +426,54 @@ def trtexec_script(ep: EnginePlan, opts: BuildOptions) -> str:
     body = " \\\n  ".join(shlex.quote(a) for a in args)
     return (
         "#!/usr/bin/env bash\n"
-        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, preset {opts.preset}).\n"
+        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, preset {opts.preset}),\n"
+        f"# into {trtexec_engine_path(ep.engine).name} (the attnvgg engine stays what its sidecar hashes),\n"
+        "# with per-layer info and a per-layer profile at the benchmarked (opt) batch.\n"
+        "# TensorRT 11's pip wheels ship no trtexec: use the TensorRT tar/deb/container.\n"
         "# Precision comes from the ONNX graph (strongly typed build): no --fp16/--int8.\n"
         "# --stronglyTyped is required on TensorRT 10.x and a no-op on 11.x. trtexec then\n"
-        "# benchmarks the engine at the opt shapes; add --skipInference to only build.\n"
+        "# benchmarks the engine at --shapes; add --skipInference to only build.\n"
         "set -euo pipefail\n"
         'cd "$(dirname "$0")"\n'
         f"{body} \"$@\"\n"
     )
+
+
+# ----------------------------------------------------------------------------- Polygraphy
+
+#: CreateConfig arguments attnvgg never passes: TensorRT 11 has no precision builder flags and no
+#: implicit-INT8 calibrators (Polygraphy 0.53.6 sets those flags only when asked: config.py).
+FORBIDDEN_CONFIG_ARGS = ("fp16", "int8", "bf16", "fp8", "calibrator", "precision_constraints")
+_HW_LEVELS = {"ampere+": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY"}
+
+
+def polygraphy_build_args(ep: EnginePlan, opts: BuildOptions) -> dict:
+    """What ``engines.tensorrt`` hands Polygraphy's loaders for one engine, as plain data.
+
+    ``network``: ``NetworkFromOnnxPath(path, strongly_typed=True)``. ``config``: ``CreateConfig``
+    keyword arguments, TensorRT enum members by name (``engines.tensorrt`` maps them). ``dla_core``
+    is set by a ``PostprocessConfig`` (CreateConfig's ``use_dla`` always picks core 0).
+    ``save_timing_cache``: ``EngineBytesFromNetwork``'s, the same file ``load_timing_cache`` reads.
+    """
+    config: dict[str, Any] = {
+        "profiles": ([{name: {"min": list(mn), "opt": list(op), "max": list(mx)}
+                       for name, (mn, op, mx) in ep.profile.items()}] if ep.dynamic else None),
+        "memory_pool_limits": {"WORKSPACE": opts.workspace_mib << 20},
+        "tf32": ep.tf32,
+        "builder_optimization_level": opts.optimization_level,
+        "profiling_verbosity": "DETAILED",
+    }
+    if opts.timing_cache:
+        config["load_timing_cache"] = str(opts.timing_cache)
+    if opts.hardware_compatibility != "none":
+        config["hardware_compatibility_level"] = _HW_LEVELS[opts.hardware_compatibility]
+    if opts.version_compatible:
+        config["version_compatible"] = True
+    if opts.dla_core is not None:
+        config["use_dla"] = True
+        config["allow_gpu_fallback"] = opts.gpu_fallback
+    return {"network": {"path": str(ep.onnx), "strongly_typed": True}, "config": config,
+            "dla_core": opts.dla_core, "save_timing_cache": str(opts.timing_cache) if opts.timing_cache else None}
 
 
 # ----------------------------------------------------------------------------- dry-run text

@@ -18,8 +18,14 @@ def open_runner(
     threads: int | None = None,
     model_spec: Any = None,
     device: str = "cpu",
+    device_resident: bool = False,
 ) -> Runner:
-    """A runner for ``artifact``; ``artifact=None`` with a ModelSpec gives the PyTorch reference."""
+    """A runner for ``artifact``; ``artifact=None`` with a ModelSpec gives the PyTorch reference.
+
+    An engine runs through Polygraphy's TrtRunner (``PolygraphyEngineRunner``) unless
+    ``device_resident``: the bench's ``TensorRTRunner`` binds device buffers once and times only
+    ``execute_async_v3``.
+    """
     if artifact is None:
         if model_spec is None:
             raise InputError("no model given", "pass an .onnx or .engine file, or model options")
@@ -36,8 +42,8 @@ def open_runner(
 
         return OnnxRuntimeRunner(p, provider=provider, threads=threads)
     if p.suffix in ENGINE_SUFFIXES:
-        from attnvgg.runners.tensorrt import TensorRTRunner
+        from attnvgg.runners.tensorrt import PolygraphyEngineRunner, TensorRTRunner
 
-        return TensorRTRunner(p)
+        return TensorRTRunner(p) if device_resident else PolygraphyEngineRunner(p)
     raise InputError(f"{p} is neither an ONNX model (.onnx) nor a TensorRT engine (.engine/.plan)",
                      "pass a file that attnvgg export, convert, calibrate or build wrote")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from attnvgg.calibration.trt_rules import check_graph, graph_facts, summary
-
-from tests.trt_graphs import F16, F32, BAD
+from tests.trt_graphs import BAD, F16, F32
 from tests.trt_graphs import good_nodes as _good_nodes
 from tests.trt_graphs import init as _init
 from tests.trt_graphs import model as _model
