@@ -122,6 +122,7 @@ class BuildSpec:
 
 
 # ---------------------------------------------------------------- fp16 / int8 / accuracy
+FP16_CONVERTERS = ("autocast", "onnxconverter-common")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 CALIB_FLAVOURS = ("tensorrt", "cpu")
 HIGH_PRECISIONS = ("fp16", "fp32")
@@ -132,12 +133,16 @@ EXCLUDE_PRESETS = ("attention", "attention+gates", "none")
 class Fp16Spec:
     """``attnvgg convert --precision fp16``: an FP16-typed graph with fp32 input/output by default.
 
-    ``block_ops`` stay fp32 (on top of onnxconverter-common's list of ops without fp16 kernels).
+    The converter is ModelOpt AutoCast (``modelopt.onnx.autocast.convert_to_mixed_precision``): it
+    keeps in fp32 the nodes whose values (one reference run on random inputs) exceed its data range,
+    and ``block_ops`` (its ``op_types_to_exclude``). ``converter = "onnxconverter-common"`` is the
+    previous converter (``block_ops`` on top of its list of ops without fp16 kernels).
     Measured on ORT CPU, blocking Softmax/ReduceMean changed nothing (CPU casts fp16 ops back to
     fp32), so none is blocked by default; ``--block-op Softmax`` is there for TensorRT runs.
     """
 
     block_ops: list[str] = field(default_factory=list)
+    converter: str = "autocast"             # ModelOpt AutoCast (data-range fallback), or "onnxconverter-common"
     keep_io_types: bool = True              # --fp16-io turns it off (float16 input and logits)
     check: bool = True                      # parity against the fp32 ONNX with the fp16 tolerance
     check_samples: int = 4                  # random inputs in the parity check
