@@ -399,7 +399,14 @@ class RangeSession:
                 self.work_src, self.tmp, self.ranges, self.spec.method, plan.names, self.shape.name,
                 (self.shape.batch if self.shape.batch > 0 else 1, *self.shape.chw), high_precision(self.spec),
                 external_data=self._external_data())
-            rewired = 0   # ModelOpt quantizes only the inputs of the nodes it quantizes; the policy check below proves it
+            rewired = 0
+            if plan.names and policy_violations(quantized_model, plan.names):
+                # ModelOpt shares one Q/DQ among a tensor's consumers (DedicatedQDQPair=False), so an
+                # excluded node next to a quantized one (the residual Add reading the block input the
+                # query/key/value convs quantize) reads the DequantizeLinear: rewire it to the tensor.
+                source = onnx.load(str(self.work_src), load_external_data=False)
+                rewired = detach_from_qdq(quantized_model, plan.names, source)
+                del source
         else:
             quantized_model = _quantize(self.work_src, self.tmp, self.ranges, self.spec, plan.names)
             if plan.names:

@@ -153,3 +153,36 @@ def test_a_rule_violation_is_a_stage_error_and_writes_nothing(tiny_global, calib
     with pytest.raises(StageError, match="TensorRT graph rule: DequantizeLinear bad_dq reads int32"):
         calibrate(tiny_global, calib_data, out, _spec(tmp_path), progress=False)
     assert not out.exists() and not (tmp_path / "a.onnx.json").exists()
+
+
+def test_excluded_node_next_to_a_quantized_one_is_rewired(tiny_global, calib_data, tmp_path):
+    """ModelOpt shares one Q/DQ among a tensor's consumers; an excluded residual Add must read the float tensor."""
+    from attnvgg.calibration.graph import GraphIndex
+    from attnvgg.calibration.policy import policy_violations
+    from attnvgg.calibration.trt_rules import check_graph
+
+    src = onnx.load(str(tiny_global))
+    adds = [n.name for n in src.graph.node if n.op_type == "Add"]
+    out = tmp_path / "a.onnx"
+    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, exclude=adds), progress=False)
+    q = onnx.load(str(out))
+    idx = GraphIndex.build(q, infer_types=True)
+    assert policy_violations(q, adds, idx) == []
+    assert check_graph(q, base="fp16", idx=idx) == []
+    side = json.loads((tmp_path / "a.onnx.json").read_text())
+    assert side["exclusion"]["rewired_inputs"] >= len(adds)
+    assert r.parity is None or r.parity["passed"]
+
+
+def test_dq_readers_count_partly_quantized_nodes_as_candidates():
+    from onnx import TensorProto, helper
+
+    from attnvgg.calibration.mixed import _dq_readers
+
+    nodes = [helper.make_node("QuantizeLinear", ["a", "s", "z"], ["aq"], name="q"),
+             helper.make_node("DequantizeLinear", ["aq", "s", "z"], ["ad"], name="dq"),
+             helper.make_node("Add", ["ad", "b"], ["c"], name="residual"),
+             helper.make_node("Relu", ["b"], ["d"], name="float_relu")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "ab"],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "cd"])
+    assert _dq_readers(helper.make_model(g)) == [{"name": "residual", "op_type": "Add"}]
