@@ -398,7 +398,7 @@ class RangeSession:
             quantized_model, self.ptq = modelopt_ptq.quantize(
                 self.work_src, self.tmp, self.ranges, self.spec.method, plan.names, self.shape.name,
                 (self.shape.batch if self.shape.batch > 0 else 1, *self.shape.chw), high_precision(self.spec),
-                external_data=self._external_data())
+                external_data=self._external_data(), attention_excluded=plan.preset in ("attention", "attention+gates"))
             rewired = 0
             if plan.names and policy_violations(quantized_model, plan.names):
                 # ModelOpt shares one Q/DQ among a tensor's consumers (DedicatedQDQPair=False), so an
