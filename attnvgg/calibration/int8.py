@@ -147,11 +147,13 @@ def _tensors_to_calibrate(model: Any, op_types: list[str], protected: set[str]) 
     return wanted
 
 
-def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool) -> Path:
+def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool, copy: bool = False) -> Path:
     """A path ORT may read and write beside (it writes ``<name>-inferred.onnx`` next to its input).
 
     A symlink to the source, or, when nodes had to be named for the exclusion list, a copy with
-    those names (the quantizer addresses nodes by name).
+    those names (the quantizer addresses nodes by name). ``copy``: a real copy of the ``.onnx``
+    file (external data stays linked): ModelOpt runs ``onnx.shape_inference.infer_shapes_path`` on
+    its input in place, which through a symlink would rewrite the user's source model.
     """
     import onnx
 
@@ -162,7 +164,12 @@ def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool) -> Path:
         onnx.save(model, str(dest))
         return dest
     dest = tmp / src.name
-    dest.symlink_to(src.resolve())
+    if copy:
+        import shutil
+
+        shutil.copyfile(src, dest)
+    else:
+        dest.symlink_to(src.resolve())
     data = external_data_path(src)
     if data.exists():
         (tmp / data.name).symlink_to(data.resolve())
@@ -345,7 +352,7 @@ class RangeSession:
         self.mark("hash_and_cache_lookup")
         if found and found.note:
             self.note(found.note)
-        self.work_src = _stage_source(src, self.model, self.tmp, self.renamed)
+        self.work_src = _stage_source(src, self.model, self.tmp, self.renamed, copy=spec.flavour == "tensorrt")
         self.model = None  # ORT loads its own copies; the source graph is reloaded for the policy step
         gc.collect()
         if found is not None and found.ranges is not None:

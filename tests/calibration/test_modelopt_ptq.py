@@ -186,3 +186,20 @@ def test_dq_readers_count_partly_quantized_nodes_as_candidates():
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "ab"],
                           [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "cd"])
     assert _dq_readers(helper.make_model(g)) == [{"name": "residual", "op_type": "Add"}]
+
+
+def test_source_model_is_never_rewritten(tiny_global, calib_data, tmp_path):
+    """ModelOpt shape-infers its input file in place: the stage hands it a copy, never the user's file."""
+    import hashlib
+    import os
+    import shutil
+
+    src = tmp_path / "src.onnx"
+    m = onnx.load(str(tiny_global))
+    del m.graph.value_info[:]          # shape inference would add these if it wrote the file
+    onnx.save(m, str(src))
+    before = (hashlib.sha256(src.read_bytes()).hexdigest(), os.stat(src).st_mtime_ns)
+    calibrate(src, calib_data, tmp_path / "q.onnx", _spec(tmp_path, cache=False), progress=False)
+    assert (hashlib.sha256(src.read_bytes()).hexdigest(), os.stat(src).st_mtime_ns) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx", "q.onnx.json", "src.onnx"]
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
