@@ -10,13 +10,12 @@ One timed iteration is, as in trtexec: copy the batch from pinned host memory to
 input buffer, run, copy the first output back to pinned host memory. End to end = all three;
 compute = the run alone.
 
-* PyTorch (cuda) and TensorRT: CUDA events on the current stream (``timer: "cuda-events"``).
-  TensorRTRunner.infer_device orders its own stream after the current one and the current one
-  after it, so events on the current stream bracket the engine's work. CUDA graphs (option):
-  PyTorch captures the model call with ``torch.cuda.graph``; TensorRT binds shapes and
-  addresses once per batch (``TensorRTRunner.bind``), times only ``execute_async_v3``
-  (``TensorRTRunner.execute``) on the runner's stream, and can capture that one call
-  (``capture_error_mode="thread_local"``, as trtexec) and replay it.
+* PyTorch (cuda) and TensorRT: CUDA events (``timer: "cuda-events"``). PyTorch: on the current
+  stream; CUDA graphs (option) capture the model call with ``torch.cuda.graph``. TensorRT: shapes
+  and addresses are bound once per batch (``TensorRTRunner.bind``); each step runs on the
+  runner's own stream (events, copies and engine alike) and times only ``execute_async_v3``
+  (``TensorRTRunner.execute``); CUDA graphs (option) capture that one call with
+  ``capture_error_mode="thread_local"`` (trtexec's mode) and replay it.
 * ONNX Runtime (CUDA provider): inputs and outputs bound to device buffers with IOBinding. ORT
   runs on its own stream, not the one torch events are recorded on, so this path uses the host
   clock around synchronised steps (``timer: "host"``): H2D then a stream sync, then

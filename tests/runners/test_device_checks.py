@@ -48,3 +48,27 @@ def test_bf16_outputs_convert_to_float32_exactly():
     a = to_numpy(t)
     assert a.dtype == np.float32 and np.array_equal(a, t.to(torch.float32).numpy())
     assert to_numpy(torch.ones(2, dtype=torch.float16)).dtype == np.float16
+
+
+def test_engines_open_through_polygraphy_except_for_the_bench(tmp_path):
+    """validate/evaluate get Polygraphy's TrtRunner; the bench gets the device-resident runner (no TensorRT needed to pick)."""
+    from attnvgg.runners.factory import open_runner
+    from attnvgg.runners.tensorrt import PolygraphyEngineRunner, TensorRTRunner
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not activated in this test")
+    assert type(open_runner(engine)) is PolygraphyEngineRunner
+    assert type(open_runner(engine, device_resident=True)) is TensorRTRunner
+
+
+def test_bench_opens_engines_device_resident(monkeypatch, tmp_path):
+    from attnvgg.config import BenchSpec
+    from attnvgg.engines import bench
+    from attnvgg.runners.tensorrt import TensorRTRunner
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    monkeypatch.setattr("attnvgg.runners.tensorrt.tensorrt_available", lambda: (True, "pretend: only the pick is tested"))
+    monkeypatch.setattr(bench, "artifact_meta", lambda p: {"artifact": str(p)})
+    (runner, _), = bench._runners_for(str(engine), BenchSpec(), None, lambda *a: None)
+    assert isinstance(runner, TensorRTRunner) and not runner.is_active
