@@ -27,10 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from attnvgg.artifacts import atomic_path, onnx_hash, sha256_json, sidecar_path, write_json
+from attnvgg import sidecar
+from attnvgg.artifacts import atomic_path, check_outputs, external_data_path, onnx_hash, sha256_json, sidecar_path
 from attnvgg.calibration import cache as calib_cache
 from attnvgg.calibration import modelopt_ptq, trt_rules
-from attnvgg.calibration.graph import GraphIndex, ensure_node_names, toposort
+from attnvgg.calibration.graph import GraphIndex
 from attnvgg.calibration.policy import (
     ExclusionPlan,
     detach_from_qdq,
@@ -38,13 +39,12 @@ from attnvgg.calibration.policy import (
     policy_violations,
     quantized_nodes,
 )
-from attnvgg.calibration.reader import Dataset, InputShape, OneBatch, checked_batches, model_input
+from attnvgg.calibration.reader import Dataset, OneBatch, checked_batches
 from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, HIGH_PRECISIONS, CalibrateSpec, default_tolerances
-from attnvgg.export.graph import load_onnx
-from attnvgg.errors import InputError, StageError, require
-
-#: Real calibration passes run in this process; tests use it to prove a cache hit skipped one.
-CALIBRATION_PASSES = 0
+from attnvgg.onnxgraph import InputShape, ensure_node_names, load_onnx, model_input, toposort
+from attnvgg.errors import InputError, StageError, first_line, require
+from attnvgg.runners.compare import compare_runners
+from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
 
 @dataclass
@@ -64,6 +64,13 @@ class CalibrationResult:
     notes: list[str] = field(default_factory=list)
     parity: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)   # seconds per phase
+
+    def summary_line(self) -> str:
+        how = "cache hit" if self.cache_hit else f"calibrated in {self.calibration_s:.1f} s"
+        check = (f"; vs fp32 on {self.parity['samples']} images: cosine {self.parity['cosine']:.4f}, "
+                 f"top-1 agreement {self.parity['top1_agreement']:.0%}" if self.parity else "")
+        return (f"wrote {self.output} (int8 {self.flavour}, {self.method}, {self.images} images, {how}; "
+                f"{len(self.quantized)} nodes quantized, {len(self.excluded)} kept in float{check})")
 
 
 def _stderr(msg: str) -> None:
@@ -157,8 +164,6 @@ def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool, copy: bool = 
     """
     import onnx
 
-    from attnvgg.artifacts import external_data_path
-
     if renamed:
         dest = tmp / "source.onnx"
         onnx.save(model, str(dest))
@@ -246,8 +251,7 @@ def _quiet_ort_logging():
 def _check_out(src: Path, out: Path) -> None:
     if out.suffix != ".onnx":
         raise InputError(f"output {out} must end in .onnx", "e.g. --out model.int8.onnx")
-    if src.exists() and out.resolve() == src.resolve():
-        raise InputError(f"--out {out} would overwrite the source model", "choose another output path")
+    check_outputs([out, sidecar_path(out)], [src])
 
 
 class RangeSession:
@@ -331,7 +335,6 @@ class RangeSession:
 
     def collect(self, protected: set[str]) -> dict[str, tuple[float, float]]:
         """Ranges of every tensor a node outside ``protected`` may quantize: from the cache, else one pass."""
-        global CALIBRATION_PASSES
         import onnxruntime
 
         spec, src = self.spec, self.src
@@ -374,10 +377,9 @@ class RangeSession:
             raise
         except Exception as exc:
             raise StageError(f"calibration failed in ONNX Runtime ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                             f"{first_line(exc)})",
                              "check the model runs with attnvgg validate") from exc
         self.calibration_s = time.perf_counter() - t0
-        CALIBRATION_PASSES += 1
         self.passes += 1
         if spec.cache:
             calib_cache.store(cache_dir / key.slot(), key, ranges, self.calibration_s, self.dataset.describe())
@@ -429,7 +431,7 @@ class RangeSession:
         if violations:
             raise StageError(f"exclusion policy {plan.preset!r} violated: {violations[0]}"
                              + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
-                             "report this with the model; try --exclude-preset none to see the raw quantization")
+                             "report this with the model; try --keep-float none to see the raw quantization")
         if self.spec.flavour == "tensorrt":
             broken = trt_rules.check_graph(quantized_model, base=high_precision(self.spec), idx=idx)
             if broken:
@@ -442,7 +444,7 @@ class RangeSession:
             try:
                 onnx.checker.check_model(quantized_model, full_check=True)
             except Exception as exc:
-                raise StageError(f"the quantized model fails onnx.checker ({str(exc).splitlines()[0][:200]})",
+                raise StageError(f"the quantized model fails onnx.checker ({first_line(exc)})",
                                  "report this with the model") from exc
             self.mark("checker")
         return quantized_model, rewired, qnodes
@@ -454,29 +456,28 @@ class RangeSession:
         import onnxruntime
 
         spec, src, key = self.spec, self.src, self.key
-        sidecar = sidecar_path(out)
+        side_path = sidecar_path(out)
         with atomic_path(out) as tmp_out:
             onnx.save(quantized_model, str(tmp_out))
             del quantized_model
             self.mark("save")
             parity = _quick_parity(src, tmp_out, self.dataset, self.shape, spec.check_samples, self.batch)
             self.mark("parity")
-            if sidecar.exists():
-                sidecar.unlink()  # never pair the new model with an old sidecar
+            if side_path.exists():
+                side_path.unlink()  # never pair the new model with an old sidecar
         total_s = time.perf_counter() - self.t_start
         if parity and not parity.get("passed", True):
             self.note(f"INT8 vs fp32 on {parity['samples']} calibration images: cosine {parity['cosine']:.4f}, "
                       f"top-1 agreement {parity['top1_agreement']:.0%} (below the int8 tolerance; attnvgg validate gates this)")
         found = self.found
         result = CalibrationResult(
-            output=out, sidecar=sidecar, method=spec.method, flavour=spec.flavour, images=self.n_images,
+            output=out, sidecar=side_path, method=spec.method, flavour=spec.flavour, images=self.n_images,
             batch_size=self.batch, cache_hit=self.cache_hit, cache_entry=str(found.path) if found is not None else None,
             calibration_s=round(self.calibration_s, 3), total_s=round(total_s, 3),
             excluded=[asdict(p) for p in plan.nodes], quantized=qnodes, notes=list(self.notes), parity=parity,
             timings=dict(self.timings))
-        write_json(sidecar, {
-            "precision": "int8", "format": "qdq", "flavour": spec.flavour, "method": spec.method,
-            "source": str(src), "source_onnx_hash": key.model_hash, "onnx_hash": onnx_hash(out),
+        sidecar.write(out, "int8", {
+            "quant_format": "qdq", "flavour": spec.flavour, "method": spec.method,
             "data": self.dataset.describe(), "data_hash": key.data_hash, "images": self.n_images,
             "batch_size": self.batch,
             "activation_type": "int8" if spec.flavour == "tensorrt" else "uint8", "weight_type": "int8",
@@ -492,7 +493,7 @@ class RangeSession:
             "cache": {"hit": result.cache_hit, "entry": result.cache_entry},
             "parity_vs_fp32": parity, "notes": list(self.notes), "onnxruntime": onnxruntime.__version__,
             **(extra_sidecar or {}),
-        })
+        }, source=src)
         return result
 
 
@@ -510,8 +511,8 @@ def calibrate(
     out = Path(out)
     _check_out(Path(model_path), out)
     with RangeSession(model_path, dataset, spec, log, progress) as session:
-        plan = plan_exclusions(session.model, spec.exclude_preset, spec.exclude)
-        if spec.exclude_preset != "none" and plan.attention_sites == 0:
+        plan = plan_exclusions(session.model, spec.keep_float, spec.exclude)
+        if spec.keep_float != "none" and plan.attention_sites == 0:
             session.note("no attention block (MatMul-Softmax-MatMul) found; nothing kept in float by the preset")
         session.collect(set(plan.names))
         quantized_model, rewired, qnodes = session.build(plan)
@@ -550,8 +551,8 @@ def _quantize(work_src: Path, tmp: Path, ranges: dict, spec: CalibrateSpec, excl
                 calibration_cache_path=str(tmp / "ranges.json"))
     except Exception as exc:
         raise StageError(f"ONNX Runtime could not quantize the model ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
-                         "check the model with attnvgg validate; try --exclude-preset or --exclude") from exc
+                         f"{first_line(exc)})",
+                         "check the model with attnvgg validate; try --keep-float or --exclude") from exc
     return onnx.load(str(q_path))
 
 
@@ -560,27 +561,15 @@ def _quick_parity(src: Path, quantized: Path, dataset: Dataset, shape: InputShap
     """INT8 vs fp32 logits on the first calibration images: a cheap early warning, not the gate."""
     if samples <= 0:
         return None
-    import numpy as np
-    import onnxruntime as ort
-
-    from attnvgg.validate.metrics import compare, passes
-
     n = batch if shape.batch > 0 else samples
     try:
         x = next(iter(checked_batches(dataset, shape, n, n)))
     except (StopIteration, InputError):
         return None
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    feeds = {shape.name: x}
-    ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     try:
-        got = ort.InferenceSession(str(quantized), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        r = compare_runners(OnnxRuntimeRunner(src, name="fp32"), OnnxRuntimeRunner(quantized, name="int8"), [x],
+                            default_tolerances()["int8"])
     except Exception as exc:
-        raise StageError(f"ONNX Runtime cannot run the quantized model ({str(exc).splitlines()[0][:200]})",
+        raise StageError(f"ONNX Runtime cannot run the quantized model ({first_line(exc)})",
                          "report this with the model") from exc
-    tol = default_tolerances()["int8"]
-    m = compare(np.asarray(ref), np.asarray(got), tol)
-    ok, why = passes(m, tol)
-    return {"samples": m.samples, "cosine": m.cosine, "min_cosine": m.min_cosine,
-            "top1_agreement": m.top1_agreement, "max_abs": m.max_abs, "passed": ok, "why": why}
+    return {k: r[k] for k in ("samples", "cosine", "min_cosine", "top1_agreement", "max_abs", "passed", "why")}

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from attnvgg.calibration.graph import QDQ_OPS, SHAPE_OPS, GraphIndex
-from attnvgg.config import EXCLUDE_PRESETS
+from attnvgg.config import KEEP_FLOAT
 from attnvgg.errors import InputError
 
 if TYPE_CHECKING:
@@ -165,8 +165,8 @@ def _unique(nodes: list) -> list:
 
 def plan_exclusions(model: "onnx.ModelProto", preset: str, extra: list[str] | None = None) -> ExclusionPlan:
     """The nodes a preset keeps in float, plus explicit ``--exclude`` names (checked to exist)."""
-    if preset not in EXCLUDE_PRESETS:
-        raise InputError(f"unknown exclusion preset {preset!r}", f"use one of {', '.join(EXCLUDE_PRESETS)}")
+    if preset not in KEEP_FLOAT:
+        raise InputError(f"unknown --keep-float value {preset!r}", f"use one of {', '.join(KEEP_FLOAT)}")
     idx = GraphIndex.build(model)
     plan = ExclusionPlan(preset)
     seen: set[str] = set()

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from attnvgg.config import BenchSpec
-from attnvgg.errors import InputError, MissingDependency, StageError
+from attnvgg.errors import InputError, MissingDependency, StageError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -50,7 +50,7 @@ def cuda_ready() -> tuple[bool, str]:
                            f"(CUDA build: {torch.version.cuda or 'none, a CPU-only build'})")
         return True, torch.cuda.get_device_name(torch.cuda.current_device())
     except Exception as exc:  # noqa: BLE001
-        return False, f"CUDA check failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+        return False, f"CUDA check failed ({type(exc).__name__}: {first_line(exc, 160)})"
 
 
 def make_step(runner: "Runner", name: str, x: "np.ndarray", spec: BenchSpec) -> tuple[Step, str, bool, list[str]]:
@@ -67,11 +67,6 @@ def make_step(runner: "Runner", name: str, x: "np.ndarray", spec: BenchSpec) -> 
     if runner.backend == "tensorrt":
         return _trt_step(runner, name, x, spec)
     raise InputError(f"no GPU timing for runner {runner.name} ({runner.backend})", "bench it on the CPU")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {(text.splitlines()[0] if text else '')[:160]}"
 
 
 def _event_step(h2d: Callable[[], Any], compute: Callable[[], Any], d2h: Callable[[Any], Any]) -> Step:
@@ -128,7 +123,7 @@ def _torch_step(runner: Any, x: "np.ndarray", spec: BenchSpec) -> tuple[Step, st
         try:
             compute, graphs = _torch_graph(runner, x_dev), True
         except Exception as exc:  # noqa: BLE001 - some models cannot be captured; time them eagerly
-            notes.append(f"CUDA graph capture failed, timed eagerly ({_first_line(exc)})")
+            notes.append(f"CUDA graph capture failed, timed eagerly ({type(exc).__name__}: {first_line(exc, 160)})")
     y = compute()
     torch.cuda.synchronize()
     y_host = torch.empty(tuple(y.shape), dtype=y.dtype, pin_memory=True)
@@ -207,7 +202,7 @@ def _trt_step(runner: Any, name: str, x: "np.ndarray", spec: BenchSpec) -> tuple
 
             compute, graphs = replay, True
         except Exception as exc:  # noqa: BLE001 - engines with data-dependent shapes cannot be captured
-            notes.append(f"CUDA graph capture failed, timed without ({_first_line(exc)})")
+            notes.append(f"CUDA graph capture failed, timed without ({type(exc).__name__}: {first_line(exc, 160)})")
     y_host = torch.empty(tuple(y.shape), dtype=y.dtype, pin_memory=True)
     step = _event_step(lambda: x_dev.copy_(x_host, non_blocking=True), compute,
                        lambda out: y_host.copy_(out, non_blocking=True))

@@ -9,6 +9,7 @@ from typing import Sequence
 
 from attnvgg.config import BuildSpec
 from attnvgg.engines.build_plan import BuildPlan, plan_build
+from attnvgg.engines.tensorrt import build_engines
 from attnvgg.errors import StageError
 
 
@@ -45,7 +46,5 @@ def run_build(onnx_paths: Sequence[str | os.PathLike], spec: BuildSpec, out_dir:
     plan = plan_build(onnx_paths, spec, out_dir)
     if dry_run:
         return BuildResult(plan)
-    from attnvgg.engines.tensorrt import build_engines
-
     built, failed = build_engines(plan)
     return BuildResult(plan, built, failed)

@@ -1,4 +1,4 @@
-"""Everything about a TensorRT build that does not need TensorRT: plan, presets, profiles,
+"""Everything about a TensorRT build that does not need TensorRT: plan, targets, profiles,
 the engine sidecar and its compatibility check, the equivalent trtexec command.
 
 Why a separate module: the decisions (which batch range, which precision, which flags,
@@ -11,15 +11,8 @@ float16-typed graph means fp16, anything else fp32 (an ``<file>.onnx.json`` side
 ``precision`` key is taken too, and must agree with the graph). Every engine is a strongly
 typed build, the only kind TensorRT 11 has.
 
-Sidecar compatibility (``check_sidecar``): an engine runs only on the TensorRT version and GPU
-it was built with, so loading one whose sidecar names another TensorRT version, GPU name or
-compute capability is refused. Two build options relax this on purpose:
-
-* ``version_compatible``: the engine carries its lean runtime, so any TensorRT version equal to
-  or newer than the one that built it is accepted; an older one is still refused.
-* ``hardware_compatibility = "ampere+"``: the GPU name and exact compute capability are not
-  compared; any GPU of compute capability 8.0 or newer is accepted.
-  ``"same-compute-capability"``: the GPU name is not compared; the compute capability must match.
+The engine sidecar's compatibility check lives in ``runners.trt_compat`` (the runner applies it
+on load); ``make_sidecar`` here says what goes into it.
 """
 
 from __future__ import annotations
@@ -27,22 +20,25 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from attnvgg.config import BUILD_PRESETS, HARDWARE_COMPATIBILITY, PRECISIONS, BuildSpec
-from attnvgg.errors import InputError
+from attnvgg import sidecar
+from attnvgg.calibration.trt_rules import check_graph, summary
+from attnvgg.config import BUILD_TARGETS, HARDWARE_COMPATIBILITY, BuildSpec
+from attnvgg.onnxgraph import dims, elem_type_name, precision_evidence
+from attnvgg.errors import InputError, first_line
 from attnvgg.runners.trt_compat import INSTALL_HINT, SIDECAR_FORMAT, RuntimeEnv  # noqa: F401 - re-used names
 
 ENGINE_SUFFIX = ".engine"
 TRTEXEC_SUFFIX = ".trtexec.sh"
 
 
-# ----------------------------------------------------------------------------- presets
+# ----------------------------------------------------------------------------- targets
 
 @dataclass(frozen=True)
-class Preset:
+class Target:
     batch_min: int
     batch_opt: int
     batch_max: int
@@ -50,14 +46,14 @@ class Preset:
     optimization_level: int
 
 
-PRESETS: dict[str, Preset] = {
+TARGETS: dict[str, Target] = {
     # A data-centre GPU serving batches: tune for batch 16, allow up to 64.
-    "server": Preset(batch_min=1, batch_opt=16, batch_max=64, workspace_mib=8192, optimization_level=3),
+    "server": Target(batch_min=1, batch_opt=16, batch_max=64, workspace_mib=8192, optimization_level=3),
     # A Jetson-class device answering one request at a time, with little memory to spare. A static
     # profile (min = opt = max): DLA has no dynamic shapes, and one shape is what an edge engine runs.
-    "edge": Preset(batch_min=1, batch_opt=1, batch_max=1, workspace_mib=1024, optimization_level=3),
+    "edge": Target(batch_min=1, batch_opt=1, batch_max=1, workspace_mib=1024, optimization_level=3),
 }
-assert set(PRESETS) == set(BUILD_PRESETS)
+assert set(TARGETS) == set(BUILD_TARGETS)
 
 
 # ----------------------------------------------------------------------------- ONNX facts
@@ -82,25 +78,13 @@ class OnnxFacts:
 
 
 def _tensor_info(value_info: Any) -> TensorInfo:
-    import onnx
-
-    tt = value_info.type.tensor_type
-    try:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
-    except Exception:
-        dtype = onnx.TensorProto.DataType.Name(tt.elem_type).lower()
-    dims: list[Any] = []
-    for d in tt.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(d.dim_param or "?")
-    return TensorInfo(value_info.name, dtype, tuple(dims))
+    shape = tuple(d if not isinstance(d, int) or d > 0 else "?" for d in dims(value_info))
+    return TensorInfo(value_info.name, elem_type_name(value_info.type.tensor_type.elem_type), shape)
 
 
 def _graph_precision(model: Any, path: Path, base: str | None = None) -> tuple[str, str]:
     """TensorRT's refusals (QOperator int8; any rule of ``calibration.trt_rules`` a Q/DQ graph breaks),
-    then the precision and its evidence from ``export.graph.precision_evidence``.
+    then the precision and its evidence from ``onnxgraph.precision_evidence``.
 
     ``base`` is the high-precision type the file's sidecar says was asked ("fp16" adds the
     fp32-base rule), so a build refuses what ``attnvgg calibrate`` would have refused.
@@ -114,15 +98,12 @@ def _graph_precision(model: Any, path: Path, base: str | None = None) -> tuple[s
             "quantize in QDQ format (attnvgg calibrate writes Q/DQ)",
         )
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes):
-        from attnvgg.calibration.trt_rules import check_graph, summary
-
         broken = check_graph(model, base=base)
         if broken:
             raise InputError(
                 f"{path} breaks a TensorRT graph rule at {broken[0].rule} {broken[0].node}: {summary(broken)}",
                 "recalibrate with attnvgg calibrate --flavour tensorrt (ModelOpt's Q/DQ placement)",
             )
-    from attnvgg.export.graph import precision_evidence
 
     return precision_evidence(model)
 
@@ -139,7 +120,7 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        first = first_line(exc, 160)
         raise InputError(f"{p} is not an ONNX model ({first})", "pass an .onnx file written by attnvgg export, convert or calibrate") from exc
     if model.ir_version <= 0 or not model.graph.node:
         raise InputError(f"{p} is not an ONNX model (no graph nodes)", "pass an .onnx file written by attnvgg export, convert or calibrate")
@@ -157,31 +138,17 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
                 "export with a static height and width (--input-size)",
             )
 
-    meta = p.with_name(p.name + ".json")
-    side: dict = {}
-    if meta.is_file():
-        import json
-
-        try:
-            side = json.loads(meta.read_text())
-        except Exception as exc:
-            raise InputError(f"sidecar {meta} is not valid JSON ({exc})", "fix or delete it") from exc
-        if not isinstance(side, dict):
-            raise InputError(f"sidecar {meta} is not a JSON object", "fix or delete it")
-    base = side.get("high_precision") if side.get("precision") == "int8" else None
+    side = sidecar.read(p)          # validated and hash-checked; its precision is one of PRECISIONS
+    base = side.get("high_precision") if side is not None and side.precision == "int8" else None
     graph_precision, evidence = _graph_precision(model, p, base if base in ("fp16", "fp32") else None)
     precision, source = graph_precision, evidence
-    if meta.is_file():
-        declared = side.get("precision")
-        if declared is not None:
-            if declared not in PRECISIONS:
-                raise InputError(f"sidecar {meta} declares precision {declared!r}", f"use one of {', '.join(PRECISIONS)}")
-            if declared != graph_precision:
-                raise InputError(
-                    f"{p}: sidecar {meta.name} says {declared} but the graph is {graph_precision} ({evidence})",
-                    "regenerate the file with attnvgg convert/calibrate, or fix the sidecar",
-                )
-            source = f"sidecar {meta.name}; {evidence}"
+    if side is not None:
+        if side.precision != graph_precision:
+            raise InputError(
+                f"{p}: sidecar {side.path.name} says {side.precision} but the graph is {graph_precision} ({evidence})",
+                "regenerate the file with attnvgg convert/calibrate, or fix the sidecar",
+            )
+        source = f"sidecar {side.path.name}; {evidence}"
     return OnnxFacts(p, inputs, outputs, precision, source)
 
 
@@ -189,13 +156,13 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """A BuildSpec with the preset applied and every value checked."""
+    """A BuildSpec with the target applied and every value checked."""
 
-    preset: str
+    target: str
     batch_min: int
     batch_opt: int
     batch_max: int
-    explicit_batch: bool            # the user set a batch value (not just the preset)
+    explicit_batch: bool            # the user set a batch value (not just the target)
     workspace_mib: int
     optimization_level: int
     tf32: Optional[bool]            # None: off for fp32, on (TensorRT default) for fp16/int8
@@ -214,10 +181,10 @@ class BuildOptions:
 
 
 def resolve_options(spec: BuildSpec, out_dir: str | os.PathLike) -> BuildOptions:
-    """Apply the preset under the explicit values and refuse what cannot be built."""
-    if spec.preset not in PRESETS:
-        raise InputError(f"unknown build preset {spec.preset!r}", f"use one of {', '.join(PRESETS)}")
-    pre = PRESETS[spec.preset]
+    """Apply the target under the explicit values and refuse what cannot be built."""
+    if spec.target not in TARGETS:
+        raise InputError(f"unknown build target {spec.target!r}", f"use one of {', '.join(TARGETS)}")
+    pre = TARGETS[spec.target]
     overridden = []
 
     def pick(name: str) -> Any:
@@ -254,7 +221,7 @@ def resolve_options(spec: BuildSpec, out_dir: str | os.PathLike) -> BuildOptions
         if not cache.is_absolute():
             cache = Path(out_dir) / cache
     return BuildOptions(
-        preset=spec.preset, batch_min=bmin, batch_opt=bopt, batch_max=bmax,
+        target=spec.target, batch_min=bmin, batch_opt=bopt, batch_max=bmax,
         explicit_batch=any(n.startswith("batch_") for n in overridden),
         workspace_mib=workspace, optimization_level=level, tf32=spec.tf32, timing_cache=cache,
         hardware_compatibility=spec.hardware_compatibility, version_compatible=spec.version_compatible,
@@ -426,7 +393,7 @@ def trtexec_script(ep: EnginePlan, opts: BuildOptions) -> str:
     body = " \\\n  ".join(shlex.quote(a) for a in args)
     return (
         "#!/usr/bin/env bash\n"
-        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, preset {opts.preset}),\n"
+        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, target {opts.target}),\n"
         f"# into {trtexec_engine_path(ep.engine).name} (the attnvgg engine stays what its sidecar hashes),\n"
         "# with per-layer info and a per-layer profile at the benchmarked (opt) batch.\n"
         "# TensorRT 11's pip wheels ship no trtexec: use the TensorRT tar/deb/container.\n"
@@ -483,13 +450,13 @@ def render_plan(plan: BuildPlan) -> str:
     set_ = set(o.overridden)
 
     def src(name: str) -> str:
-        return "set" if name in set_ else f"preset {o.preset}"
+        return "set" if name in set_ else f"target {o.target}"
 
     lines = [
         f"build plan: {len(plan.engines)} engine(s) into {plan.out_dir} (dry run: nothing built, TensorRT not imported)",
-        f"preset: {o.preset}",
+        f"target: {o.target}",
         f"batch: min {o.batch_min} / opt {o.batch_opt} / max {o.batch_max} "
-        f"({'set' if o.explicit_batch else 'preset ' + o.preset})",
+        f"({'set' if o.explicit_batch else 'target ' + o.target})",
         f"workspace: {o.workspace_mib} MiB ({src('workspace_mib')})",
         f"builder optimization level: {o.optimization_level} ({src('optimization_level')})",
         "timing cache: " + (f"{o.timing_cache} ({'reused' if o.timing_cache.is_file() else 'created'})"

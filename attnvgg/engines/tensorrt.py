@@ -30,7 +30,9 @@ from typing import Any
 
 from attnvgg.engines.build_plan import (BuildOptions, BuildPlan, EnginePlan, make_sidecar, polygraphy_build_args,
                                         trtexec_script)
-from attnvgg.errors import InputError, MissingDependency, StageError
+from attnvgg import __version__, sidecar
+from attnvgg.artifacts import atomic_path, onnx_hash, write_text
+from attnvgg.errors import InputError, MissingDependency, StageError, first_line
 from attnvgg.runners.tensorrt import require_tensorrt, runtime_env
 from attnvgg.runners.trt_compat import RuntimeEnv
 
@@ -87,8 +89,6 @@ def build_engine(trt: Any, ep: EnginePlan, opts: BuildOptions, env: RuntimeEnv) 
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessConfig
     from polygraphy.exception import PolygraphyException
 
-    from attnvgg import __version__
-    from attnvgg.artifacts import atomic_path, onnx_hash, write_json, write_text
 
     args = polygraphy_build_args(ep, opts)
     cache_status = "off"
@@ -102,10 +102,10 @@ def build_engine(trt: Any, ep: EnginePlan, opts: BuildOptions, env: RuntimeEnv) 
     try:
         serialized = EngineBytesFromNetwork(network, config=config, save_timing_cache=args["save_timing_cache"])()
     except PolygraphyException as exc:
-        first = " ".join((str(exc).strip().splitlines() or ["no message"])[0].split())[:300]
+        first = first_line(exc, 300)
         raise StageError(f"TensorRT could not build {ep.engine.name} from {ep.onnx}: {first}",
                          "see the [TensorRT]/Polygraphy messages above; a larger --workspace or a smaller "
-                         "--max-batch may help") from exc
+                         "--batch-max may help") from exc
     seconds = time.perf_counter() - t0
     data = _byte_view(serialized)
     digest = hashlib.sha256(data).hexdigest()
@@ -115,11 +115,10 @@ def build_engine(trt: Any, ep: EnginePlan, opts: BuildOptions, env: RuntimeEnv) 
             f.write(data)
     write_text(ep.trtexec_script, trtexec_script(ep, opts))
     os.chmod(ep.trtexec_script, 0o755)
-    sidecar = make_sidecar(ep, opts, env, onnx_hash=onnx_hash(ep.onnx), engine_sha256=digest,
-                           engine_bytes=data.nbytes, build_seconds=seconds,
-                           timing_cache_status=cache_status, attnvgg_version=__version__)
-    write_json(ep.sidecar, sidecar)
-    return sidecar
+    facts = make_sidecar(ep, opts, env, onnx_hash=onnx_hash(ep.onnx), engine_sha256=digest,
+                         engine_bytes=data.nbytes, build_seconds=seconds,
+                         timing_cache_status=cache_status, attnvgg_version=__version__)
+    return sidecar.write(ep.engine, "engine", facts, source=ep.onnx.resolve(), precision=ep.precision).facts
 
 
 def build_engines(plan: BuildPlan) -> tuple[list[dict], list[dict]]:

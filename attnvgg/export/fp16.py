@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from attnvgg.artifacts import atomic_path, onnx_hash, sidecar_path, write_json
+from attnvgg import sidecar
+from attnvgg.artifacts import atomic_path, check_outputs, sidecar_path
 from attnvgg.config import FP16_CONVERTERS, Fp16Spec, Tolerance, default_tolerances
-from attnvgg.export.graph import load_onnx
-from attnvgg.errors import CheckFailed, InputError, StageError, require
+from attnvgg.onnxgraph import load_onnx, toposort
+from attnvgg.runners.compare import compare_runners
+from attnvgg.errors import CheckFailed, InputError, StageError, first_line, require
+from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
 
 @dataclass
@@ -70,8 +73,7 @@ def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None 
     src, out = Path(model_path), Path(out)
     if out.suffix != ".onnx":
         raise InputError(f"output {out} must end in .onnx", "e.g. --out model.fp16.onnx")
-    if src.exists() and out.resolve() == src.resolve():
-        raise InputError(f"--out {out} would overwrite the source model", "choose another output path")
+    check_outputs([out, sidecar_path(out)], [src])
     model = load_onnx(src)
     _check_block_ops(spec.block_ops)
     if not any(i.data_type == 1 for i in model.graph.initializer):
@@ -80,8 +82,6 @@ def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None 
     if spec.converter not in FP16_CONVERTERS:
         raise InputError(f"unknown fp16 converter {spec.converter!r}", f"use one of {', '.join(FP16_CONVERTERS)}")
     import onnx
-
-    from attnvgg.calibration.graph import toposort
 
     notes = []
     if spec.converter == "autocast":
@@ -97,29 +97,28 @@ def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None 
     try:
         onnx.checker.check_model(m16, full_check=True)
     except Exception as exc:
-        raise StageError(f"the fp16 model fails onnx.checker ({str(exc).splitlines()[0][:200]})",
+        raise StageError(f"the fp16 model fails onnx.checker ({first_line(exc)})",
                          "report this with the model; try --block-op for the op named") from exc
     for n in notes:
         log(f"note: {n}")
-    sidecar = sidecar_path(out)
+    side_path = sidecar_path(out)
     with atomic_path(out) as tmp:
         onnx.save(m16, str(tmp))
         del m16
         parity = check_parity(src, tmp, tol, spec.check_samples, spec.seed) if spec.check else None
-        if sidecar.exists():
-            sidecar.unlink()  # never pair the new model with an old sidecar
+        if side_path.exists():
+            side_path.unlink()  # never pair the new model with an old sidecar
     fp32_nodes = _fp32_compute_nodes(out)
-    result = Fp16Result(out, sidecar, [op for op in block if op in spec.block_ops], spec.keep_io_types, clamped,
+    result = Fp16Result(out, side_path, [op for op in block if op in spec.block_ops], spec.keep_io_types, clamped,
                         parity, round(time.perf_counter() - t0, 3), notes, fp32_nodes)
     converter = (f"modelopt AutoCast {_dist_version('nvidia-modelopt')} (convert_to_mixed_precision)"
                  if spec.converter == "autocast" else f"onnxconverter-common {_version('onnxconverter_common')}")
-    write_json(sidecar, {
-        "precision": "fp16", "source": str(src), "source_onnx_hash": onnx_hash(src), "onnx_hash": onnx_hash(out),
+    sidecar.write(out, "fp16", {
         "converter": converter, "fp32_nodes": fp32_nodes,
         "block_ops": spec.block_ops, "converter_block_list": block, "keep_io_types": spec.keep_io_types,
         "clamped_values": clamped, "tolerance": tol, "parity_vs_fp32": parity, "seconds": result.seconds,
         "notes": notes,
-    })
+    }, source=src)
     if parity is not None and not parity["passed"]:
         raise CheckFailed(f"fp16 parity vs {src.name} failed: {'; '.join(parity['why'])} (model kept at {out}, "
                           "sidecar says passed=false)", "try --block-op Softmax --block-op ReduceMean")
@@ -145,7 +144,7 @@ def _autocast(src: Path, spec: Fp16Spec):
                                                        providers=["cpu"])
     except Exception as exc:
         raise StageError(f"ModelOpt AutoCast could not convert {src} to fp16 ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:150] if str(exc) else ''})",
+                         f"{first_line(exc, 150)})",
                          "report this with the model; or try --set fp16.converter=onnxconverter-common") from exc
     finally:
         for lg, level in zip(loggers, levels):
@@ -161,7 +160,7 @@ def _onnxconverter(src: Path, model, spec: Fp16Spec):
             m16 = float16.convert_float_to_float16(model, keep_io_types=spec.keep_io_types, op_block_list=block)
         except Exception as exc:
             raise StageError(f"onnxconverter-common could not convert {src} to fp16 ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:150] if str(exc) else ''})", "report this with the model") from exc
+                             f"{first_line(exc, 150)})", "report this with the model") from exc
     return m16, block, sum(1 for w in caught if "truncated" in str(w.message))
 
 
@@ -198,9 +197,6 @@ def check_parity(ref_path: Path, fp16_path: Path, tol: Tolerance, samples: int, 
     """fp16 vs fp32 logits on seeded random N(0, 1) inputs (normalised images have that scale)."""
     import numpy as np
 
-    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
-    from attnvgg.validate.metrics import compare, passes
-
     with OnnxRuntimeRunner(ref_path, name="fp32") as ref, OnnxRuntimeRunner(fp16_path, name="fp16") as cand:
         meta = ref.input_metadata()
         if len(meta) != 1:
@@ -212,14 +208,6 @@ def check_parity(ref_path: Path, fp16_path: Path, tol: Tolerance, samples: int, 
                              "export with a static input size, or pass --no-check")
         batch = m.shape[0] if m.shape[0] > 0 else max(1, samples)
         rng = np.random.default_rng(seed)
-        refs, outs = [], []
-        done = 0
-        while done < max(1, samples):
-            x = rng.standard_normal((batch, *m.shape[1:])).astype(np.float32)
-            refs.append(next(iter(ref.infer({m.name: x}).values())))
-            outs.append(next(iter(cand.infer({m.name: x}).values())).astype(np.float32))
-            done += batch
-    r, o = np.concatenate(refs), np.concatenate(outs)
-    metrics = compare(r, o, tol)
-    ok, why = passes(metrics, tol)
-    return {**metrics.to_dict(), "passed": ok, "why": why}
+        inputs = [rng.standard_normal((batch, *m.shape[1:])).astype(np.float32)
+                  for _ in range(-(-max(1, samples) // batch))]
+        return compare_runners(ref, cand, inputs, tol)

@@ -26,14 +26,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from attnvgg.errors import InputError, MissingDependency, StageError
+from attnvgg.errors import InputError, MissingDependency, StageError, first_line
 from attnvgg.runners.base import Runner, TensorMeta
 from attnvgg.runners.trt_compat import INSTALL_HINT, RuntimeEnv, check_sidecar, load_sidecar, trt_capabilities
+from attnvgg.artifacts import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
-
 
 # ----------------------------------------------------------------------------- availability
 
@@ -50,7 +50,7 @@ def tensorrt_available() -> tuple[bool, str]:
         try:
             import tensorrt as trt
         except Exception as exc:  # the PyPI stub and broken installs fail in many ways
-            return False, f"tensorrt does not import ({type(exc).__name__}: {_first_line(exc)}); {INSTALL_HINT}"
+            return False, f"tensorrt does not import ({type(exc).__name__}: {first_line(exc)}); {INSTALL_HINT}"
         version = str(getattr(trt, "__version__", "unknown"))
         try:
             trt_capabilities(version)
@@ -59,14 +59,14 @@ def tensorrt_available() -> tuple[bool, str]:
         try:
             import torch
         except Exception as exc:
-            return False, f"torch does not import ({_first_line(exc)}); the TensorRT runner uses torch CUDA tensors"
+            return False, f"torch does not import ({first_line(exc)}); the TensorRT runner uses torch CUDA tensors"
         if not torch.cuda.is_available():
             cuda = torch.version.cuda or "none: a CPU-only torch build"
             return False, (f"TensorRT {version} is installed but torch sees no CUDA GPU "
                            f"(torch {torch.__version__}, CUDA {cuda}); TensorRT needs an NVIDIA GPU and driver")
         return True, f"TensorRT {version} on {torch.cuda.get_device_name(torch.cuda.current_device())}"
     except Exception as exc:  # pragma: no cover - belt and braces: this must not raise
-        return False, f"TensorRT availability check failed ({type(exc).__name__}: {_first_line(exc)})"
+        return False, f"TensorRT availability check failed ({type(exc).__name__}: {first_line(exc)})"
 
 
 def installed_tensorrt_version() -> Optional[str]:
@@ -81,11 +81,6 @@ def installed_tensorrt_version() -> Optional[str]:
         return str(getattr(trt, "__version__", None))
     except Exception:  # noqa: BLE001 - the PyPI stub and broken installs fail in many ways
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def require_tensorrt() -> Any:
@@ -130,8 +125,6 @@ def _runtime(trt: Any, sidecar: Optional[dict]) -> Any:
 
 def _checked_engine_bytes(path: Path, check: bool) -> tuple[bytes, Optional[dict]]:
     """The engine file's bytes after the sidecar check (TensorRT version, GPU, hash); refusals are one line."""
-    from attnvgg.artifacts import sha256_file
-
     if not path.is_file():
         raise InputError(f"engine file not found: {path}", "build it with: attnvgg build MODEL.onnx --out DIR")
     sidecar = None
@@ -271,7 +264,7 @@ class TensorRTRunner(Runner):
             if not ctx.set_input_shape(name, tuple(t.shape)):
                 rng = self.profile_shapes().get(name)
                 raise InputError(f"input {name} shape {tuple(t.shape)} is outside the engine's profile (min, opt, max) {rng}",
-                                 "feed a batch inside the range or rebuild with --min-batch/--max-batch")
+                                 "feed a batch inside the range or rebuild with --batch-min/--batch-max")
             ctx.set_tensor_address(name, t.data_ptr())
             keep.append(t)
         outputs: dict[str, torch.Tensor] = {}
@@ -360,7 +353,7 @@ class PolygraphyEngineRunner(Runner):
         try:
             runner.activate()
         except PolygraphyException as exc:
-            raise StageError(f"TensorRT could not load {self.path} ({_first_line(exc)})",
+            raise StageError(f"TensorRT could not load {self.path} ({first_line(exc)})",
                              "rebuild it here with: attnvgg build MODEL.onnx --out " + str(self.path.parent)) from exc
         self._runner = runner
 
@@ -387,7 +380,7 @@ class PolygraphyEngineRunner(Runner):
         try:
             outs = self._runner.infer(feed)
         except PolygraphyException as exc:
-            raise InputError(f"TensorRT refused the input for {self.path.name} ({_first_line(exc)})",
+            raise InputError(f"TensorRT refused the input for {self.path.name} ({first_line(exc)})",
                              "feed a batch inside the engine's profile, with the model's input names and types") from exc
         return {k: to_numpy(v) if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in outs.items()}
 

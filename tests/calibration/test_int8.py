@@ -84,7 +84,7 @@ def test_sidecar_records_what_was_done(tiny_global, calib_data, tmp_path):
     r = calibrate(tiny_global, calib_data, out, _spec(tmp_path), progress=False)
     side = json.loads((tmp_path / "q.int8.onnx.json").read_text())
     assert side["precision"] == "int8" and side["flavour"] == "tensorrt" and side["method"] == "minmax"
-    assert side["source_onnx_hash"] == onnx_hash(tiny_global)
+    assert side["source_sha256"] == onnx_hash(tiny_global)
     assert side["data_hash"] == calib_data.content_hash()
     assert side["images"] == 12 and side["batch_size"] == 4
     assert {n["op_type"] for n in side["exclusion"]["nodes"]} == {"MatMul", "Softmax", "Transpose", "Reshape"}
@@ -95,7 +95,7 @@ def test_sidecar_records_what_was_done(tiny_global, calib_data, tmp_path):
     assert side["quantizer"]["quantizer"].startswith("nvidia-modelopt")
     assert side["quantizer"]["activation_scales_from_attnvgg_ranges"] > 0
     assert side["calibration_s"] > 0 and side["cache"]["hit"] is False
-    assert side["onnx_hash"] == onnx_hash(out)
+    assert side["artifact_sha256"] == onnx_hash(out)
 
 
 def test_streams_one_batch_per_collect_and_skips_attention_maps(tiny_global, calib_data, tmp_path, monkeypatch):

@@ -23,13 +23,12 @@ import numpy as np
 import onnx
 import pytest
 
-import attnvgg.calibration.int8 as int8
 from attnvgg.calibration.groups import layer_groups
 from attnvgg.calibration.mixed import calibrate_mixed, mixed_report_path
 from attnvgg.config import CalibrateSpec, EvaluateSpec, MixedSpec
 from attnvgg.errors import CheckFailed, InputError
-from tests.calibration.conftest import ArrayDataset
-from tests.conftest import error_line, run_cli
+from tests.calibration.conftest import ArrayDataset, counting_passes
+from tests.conftest import error_line, preprocess_config, run_cli, stub_datasets
 
 
 def _images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +130,7 @@ def _search(t: Trained, out: Path, budget: float, cache: Path | None = None, mod
 def _drop(model: Path, reference: Path, val: ArrayDataset) -> float:
     """Top-1 points lost, measured from scratch with the evaluate stage on both files."""
     from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
-    from attnvgg.validate.accuracy import evaluate
+    from attnvgg.runners.accuracy import evaluate
 
     with OnnxRuntimeRunner(reference) as r:
         ref = evaluate(r, val, EvaluateSpec(batch_size=32), progress=False).top1
@@ -182,11 +181,11 @@ def runs(trained, tmp_path_factory) -> dict:
 
         modelopt_ptq.quantize = counting
         try:
-            before = int8.CALIBRATION_PASSES
-            r = _search(trained, root / f"{key}.int8.onnx", budget, c, model=trained.outlier, allow_float_conv=True)
+            with counting_passes() as passes:
+                r = _search(trained, root / f"{key}.int8.onnx", budget, c, model=trained.outlier, allow_float_conv=True)
         finally:
             modelopt_ptq.quantize = real
-        out[key] = (r, int8.CALIBRATION_PASSES - before, calls)
+        out[key] = (r, len(passes), calls)
     return out
 
 
@@ -293,17 +292,16 @@ def test_unlabelled_validation_set_is_refused(trained, tmp_path):
 
 @pytest.fixture()
 def cli_data(monkeypatch, trained):
-    from attnvgg import cli as cli_mod
-
     sets = {"calib": trained.calib, "val": trained.val, "unlabelled": ArrayDataset(trained.val.x)}
-    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw, artifact=None: sets[name])
+    stub_datasets(monkeypatch, lambda name: sets[name])
     return sets
 
 
 def test_cli_max_drop_writes_model_and_report(trained, cli_data, tmp_path):
     model = tmp_path / "m.onnx"
     shutil.copy(trained.model, model)
-    res = run_cli(["calibrate", str(model), "--data", "calib", "--batch-size", "16", "--max-drop", "5",
+    res = run_cli(["calibrate", str(model), *preprocess_config(tmp_path, model), "--data", "calib",
+                   "--batch-size", "16", "--max-drop", "5",
                    "--val-data", "val", "--val-limit", "100", "--no-cache"])
     assert res.exit_code == 0, res.output
     assert "mixed precision" in res.output and "1 calibration pass" in res.output and "on 100 images" in res.output
@@ -315,7 +313,8 @@ def test_cli_max_drop_writes_model_and_report(trained, cli_data, tmp_path):
 def test_cli_unreachable_budget_exits_1_with_one_line(trained, cli_data, tmp_path):
     model = tmp_path / "m.onnx"
     shutil.copy(trained.outlier, model)
-    res = run_cli(["calibrate", str(model), "--data", "calib", "--max-drop", "0.5", "--val-data", "val", "--no-cache"])
+    res = run_cli(["calibrate", str(model), *preprocess_config(tmp_path, model), "--data", "calib", "--max-drop", "0.5",
+                   "--val-data", "val", "--no-cache"])
     assert res.exit_code == 1
     assert "budget" in error_line(res)
     assert not (tmp_path / "m.int8.onnx").exists()
@@ -324,7 +323,8 @@ def test_cli_unreachable_budget_exits_1_with_one_line(trained, cli_data, tmp_pat
 @pytest.mark.parametrize("case", ["negative", "val_limit", "val_without_budget", "with_preset", "unlabelled",
                                   "float_conv_without_budget"])
 def test_cli_bad_inputs(trained, cli_data, tmp_path, case):
-    args = ["calibrate", str(trained.model), "--data", "calib", "--out", str(tmp_path / "o.onnx"), "--no-cache"]
+    args = ["calibrate", str(trained.model), *preprocess_config(tmp_path, trained.model), "--data", "calib",
+            "--out", str(tmp_path / "o.onnx"), "--no-cache"]
     args += {"negative": ["--max-drop", "-1"],
              "val_limit": ["--max-drop", "1", "--val-data", "val", "--val-limit", "0"],
              "val_without_budget": ["--val-data", "val"],

@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from attnvgg.calibration.graph import SHAPE_OPS, GraphIndex, toposort
+from attnvgg.calibration.graph import SHAPE_OPS, GraphIndex
+from attnvgg.onnxgraph import toposort
 from attnvgg.calibration.int8 import calibrate
 from attnvgg.calibration.policy import attention_sites, gate_sites, plan_exclusions, quantized_nodes
 from attnvgg.config import CalibrateSpec
@@ -60,7 +61,7 @@ def test_default_policy_keeps_attention_float_in_written_graph(tiny_global, cali
 def test_preset_none_tensorrt_flavour_modelopt_keeps_softmax_float(tiny_global, calib_data, tmp_path):
     """With nothing excluded, ModelOpt's own placement still never quantizes the Softmax output."""
     out = tmp_path / "q.onnx"
-    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, exclude_preset="none"), progress=False)
+    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, keep_float="none"), progress=False)
     q = onnx.load(str(out))
     assert r.excluded == []
     for n in q.graph.node:
@@ -100,7 +101,7 @@ def test_gates_preset_keeps_sigmoid_and_mul_float_and_stays_accurate(tiny_mixed,
     assert len(gate_sites(model)) == 3           # SE gate, CBAM channel gate, CBAM spatial gate
     out = tmp_path / "q.onnx"
     # cpu flavour: ORT folds Relu into the uint8 Q; the float copy for the gate Mul must be re-inserted
-    spec = _spec(tmp_path, exclude_preset="attention+gates", flavour="cpu", check_samples=8)
+    spec = _spec(tmp_path, keep_float="attention+gates", flavour="cpu", check_samples=8)
     r = calibrate(tiny_mixed, calib_data, out, spec, progress=False)
     q = onnx.load(str(out))
     gate_names = {e["name"] for e in r.excluded if e["reason"] == "gate"}

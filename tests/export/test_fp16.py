@@ -51,7 +51,7 @@ def test_fp16_is_valid_float16_with_fp32_io_and_passes_parity(tiny_onnx, tmp_pat
     side = json.loads((tmp_path / "tiny.fp16.onnx.json").read_text())
     from attnvgg.artifacts import onnx_hash
 
-    assert side["precision"] == "fp16" and side["source_onnx_hash"] == onnx_hash(tiny_onnx)
+    assert side["precision"] == "fp16" and side["source_sha256"] == onnx_hash(tiny_onnx)
     assert side["block_ops"] == [] and side["keep_io_types"] is True
     assert side["converter"].startswith("modelopt AutoCast") and side["fp32_nodes"] == []
     assert out.stat().st_size < tiny_onnx.stat().st_size * 0.6

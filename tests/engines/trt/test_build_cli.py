@@ -37,7 +37,7 @@ def test_dry_run_prints_plan(onnx_files, tmp_path, preset, precision):
     text = res.stdout
     mn, op, mx = EXPECTED[preset]
     engine = out / f"model.{precision}.engine"
-    assert f"preset: {preset}" in text
+    assert f"target: {preset}" in text   # --preset is the old spelling of --target
     assert f"precision: {precision} (graph:" in text
     assert "input: input float32 [batch, 3, 8, 8]" in text
     assert f"profile input: min {mn}  opt {op}  max {mx}" in text
@@ -55,7 +55,7 @@ def test_dry_run_prints_plan(onnx_files, tmp_path, preset, precision):
 
 
 def test_dry_run_overrides_and_three_files(onnx_files, tmp_path):
-    res = _run(*map(str, onnx_files.values()), "--out", str(tmp_path / "o"), "--preset", "edge",
+    res = _run(*map(str, onnx_files.values()), "--out", str(tmp_path / "o"), "--target", "edge",
                "--max-batch", "4", "--workspace", "512", "--opt-level", "2", "--hardware-compat", "ampere+",
                "--version-compatible", "--tf32", "--dry-run")
     assert res.exit_code == 0, res.output
@@ -104,9 +104,23 @@ def test_help_documents_exit_code_4():
     assert "4 TensorRT or a CUDA GPU is missing" in flat and 'pip install "attnvgg[gpu]"' in flat
 
 
-def test_tensorrt_available_returns_reason():
+def test_tensorrt_available_returns_reason(monkeypatch):
+    import importlib.util
+    import types
+
     ok, why = tensorrt_available()
-    assert isinstance(ok, bool) and isinstance(why, str) and why
+    if not ok:      # here: no tensorrt, or no GPU; the reason says which and how to get it
+        assert "tensorrt" in why.lower() and ("attnvgg[gpu]" in why or "GPU" in why), why
+    # the package is absent: named, with the install line
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else object())
+    ok, why = tensorrt_available()
+    assert not ok and "not installed" in why and 'pip install "attnvgg[gpu]"' in why
+    monkeypatch.undo()
+    # an importable tensorrt of an unsupported version (a bare module with only a version: builds nothing)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    ok, why = tensorrt_available()
+    assert not ok and "TensorRT 8.6.1 is not supported" in why and "10.x or 11.x" in why
 
 
 @pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT and a GPU are present: the missing-TensorRT path cannot be shown")

@@ -7,14 +7,19 @@ default QuantizeBias=True (INT32 bias DQ) and the good tensorrt-flavour file cal
 
 from __future__ import annotations
 
-import json
-
 import onnx
 import pytest
 from click.testing import CliRunner
 
 from attnvgg.cli import cli
 from tests.trt_graphs import BAD
+
+
+def _int8_sidecar(path, high_precision: str) -> None:
+    from attnvgg import sidecar
+
+    sidecar.write(path, "int8", {"flavour": "tensorrt", "method": "minmax", "exclusion": {},
+                                 "high_precision": high_precision})
 
 
 def _build(*args: str):
@@ -28,7 +33,7 @@ def test_each_rule_refused_with_the_node_named(rule, dry, tmp_path):
     p = tmp_path / "bad.int8.onnx"
     onnx.save(make(batch="batch") if rule != "fp32-base" else make(), str(p))
     if rule == "fp32-base":   # only a file whose sidecar asked for an fp16 base breaks this rule
-        p.with_name(p.name + ".json").write_text(json.dumps({"precision": "int8", "high_precision": "fp16"}))
+        _int8_sidecar(p, "fp16")
     out = tmp_path / "engines"
     res = _build(str(p), "--out", str(out), *(["--dry-run"] if dry else []))
     assert res.exit_code == 2, res.output
@@ -42,7 +47,7 @@ def test_fp32_base_is_fine_when_fp32_was_asked(tmp_path):
     make, _ = BAD["fp32-base"]
     p = tmp_path / "ok.int8.onnx"
     onnx.save(make(), str(p))
-    p.with_name(p.name + ".json").write_text(json.dumps({"precision": "int8", "high_precision": "fp32"}))
+    _int8_sidecar(p, "fp32")
     res = _build(str(p), "--out", str(tmp_path / "e"), "--dry-run")
     assert res.exit_code == 0, res.output
 
