@@ -74,7 +74,7 @@ def test_preset_none_tensorrt_flavour_modelopt_keeps_softmax_float(tiny_global, 
 def test_preset_none_quantizes_attention(tiny_global, calib_data, tmp_path):
     """ONNX Runtime's quantizer (cpu flavour) quantizes the attention path when nothing is excluded."""
     out = tmp_path / "q.onnx"
-    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, exclude_preset="none", flavour="cpu"), progress=False)
+    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, keep_float="none", flavour="cpu"), progress=False)
     q = onnx.load(str(out))
     matmuls = [n for n in _attention_nodes(q) if n.op_type == "MatMul"]
     assert matmuls and all(all(_dq_reaches(q, i) for i in n.input) for n in matmuls)
