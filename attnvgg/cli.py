@@ -163,10 +163,11 @@ def build_cmd(onnx: tuple[str, ...], out_dir: str, dry_run: bool, **kw: Any) -> 
     if dry_run:
         click.echo(render_plan(result.plan))
         return
-    for ep, sc in zip(result.plan.engines, result.sidecars):
-        click.echo(f"built {ep.engine} ({sc['precision']}, TensorRT {sc['tensorrt_version']}, {sc['gpu']['name']}, "
+    for engine, sc in result.built():
+        click.echo(f"built {engine} ({sc['precision']}, TensorRT {sc['tensorrt_version']}, {sc['gpu']['name']}, "
                    f"{sc['engine_bytes'] / 2**20:.1f} MiB, {sc['build_seconds']:.1f} s); "
-                   f"sidecar {ep.sidecar.name}, trtexec {ep.trtexec_script.name}")
+                   f"sidecar {engine.name}.json, trtexec {sc['trtexec_script']}")
+    result.raise_for_failures()
 
 
 # ------------------------------------------------------------ convert / calibrate / evaluate
@@ -212,7 +213,10 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
 @click.option("--exclude", multiple=True, help="Also keep this node (by name) in float; repeatable.")
 @click.option("--batch-size", type=int, default=None, help="Images per calibration batch (bounds memory).")
 @click.option("--num-images", type=int, default=None, help="Calibrate on the first N images (default: all).")
-@click.option("--per-tensor", is_flag=True, default=None, help="One weight scale per tensor instead of per output channel.")
+@click.option("--per-tensor", is_flag=True, default=None,
+              help="One weight scale per tensor instead of per output channel (cpu flavour).")
+@click.option("--high-precision", type=click.Choice(["fp16", "fp32"]), default=None,
+              help="tensorrt flavour: type of the unquantized part (default fp16).")
 @click.option("--percentile", type=float, default=None, help="For --method percentile (default 99.999).")
 @click.option("--num-bins", type=int, default=None, help="Histogram bins for entropy/percentile.")
 @click.option("--cache-dir", default=None, help="Calibration cache folder (default $ATTNVGG_CACHE_DIR/calib or ~/.cache/attnvgg/calib).")
@@ -227,7 +231,10 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
               help="With --max-drop: convolutions may be kept in float too (slower model; default: always INT8).")
 @handle_errors
 def calibrate(model: str, out: str | None, **kw: Any) -> None:
-    """Write an INT8 Q/DQ variant of MODEL.onnx calibrated on images (ONNX Runtime quantizer).
+    """Write an INT8 Q/DQ variant of MODEL.onnx calibrated on images.
+
+    The tensorrt flavour is placed by NVIDIA ModelOpt from attnvgg's ranges and checked against
+    TensorRT's graph rules; the cpu flavour by ONNX Runtime's quantizer.
 
     With --max-drop, the layers kept in float are chosen to meet a top-1 budget (see --val-data).
     """
@@ -239,7 +246,7 @@ def calibrate(model: str, out: str | None, **kw: Any) -> None:
     exclude = list(kw.pop("exclude"))
     flags = {**{f"calibrate.{k}": kw.pop(k) for k in ("data", "method", "flavour", "keep_float", "batch_size",
                                                          "num_images", "percentile", "num_bins", "cache_dir",
-                                                         "check_samples")},
+                                                         "check_samples", "high_precision")},
              "calibrate.per_channel": False if kw.pop("per_tensor") else None,
              "calibrate.cache": False if kw.pop("no_cache") else None,
              **{f"mixed.{k}": v for k, v in search.items()}}

@@ -123,8 +123,10 @@ class BuildSpec:
 
 
 # ---------------------------------------------------------------- fp16 / int8 / accuracy
+FP16_CONVERTERS = ("autocast", "onnxconverter-common")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 CALIB_FLAVOURS = ("tensorrt", "cpu")
+HIGH_PRECISIONS = ("fp16", "fp32")
 KEEP_FLOAT = ("attention", "attention+gates", "none")
 
 
@@ -132,12 +134,16 @@ KEEP_FLOAT = ("attention", "attention+gates", "none")
 class Fp16Spec:
     """``attnvgg convert --precision fp16``: an FP16-typed graph with fp32 input/output by default.
 
-    ``block_ops`` stay fp32 (on top of onnxconverter-common's list of ops without fp16 kernels).
+    The converter is ModelOpt AutoCast (``modelopt.onnx.autocast.convert_to_mixed_precision``): it
+    keeps in fp32 the nodes whose values (one reference run on random inputs) exceed its data range,
+    and ``block_ops`` (its ``op_types_to_exclude``). ``converter = "onnxconverter-common"`` is the
+    previous converter (``block_ops`` on top of its list of ops without fp16 kernels).
     Measured on ORT CPU, blocking Softmax/ReduceMean changed nothing (CPU casts fp16 ops back to
     fp32), so none is blocked by default; ``--block-op Softmax`` is there for TensorRT runs.
     """
 
     block_ops: list[str] = field(default_factory=list)
+    converter: str = "autocast"             # ModelOpt AutoCast (data-range fallback), or "onnxconverter-common"
     keep_io_types: bool = True              # --fp16-io turns it off (float16 input and logits)
     check: bool = True                      # parity against the fp32 ONNX with the fp16 tolerance
     check_samples: int = 4                  # random inputs in the parity check
@@ -146,7 +152,11 @@ class Fp16Spec:
 
 @dataclass
 class CalibrateSpec:
-    """``attnvgg calibrate``: explicit Q/DQ INT8 from calibration data (ONNX Runtime quantizer)."""
+    """``attnvgg calibrate``: explicit Q/DQ INT8 from calibration data.
+
+    The ``tensorrt`` flavour is placed by NVIDIA ModelOpt's ONNX PTQ from attnvgg's ranges
+    (``calibration.modelopt_ptq``); the ``cpu`` flavour by ONNX Runtime's quantizer.
+    """
 
     data: str = "builtin:calib"             # builtin:calib, an image folder, or a .npz/.npy file
     method: str = "minmax"                  # minmax | entropy | percentile
@@ -161,6 +171,7 @@ class CalibrateSpec:
     cache: bool = True                      # reuse tensor ranges from an earlier identical calibration
     cache_dir: Optional[str] = None         # default $ATTNVGG_CACHE_DIR/calib or ~/.cache/attnvgg/calib
     check_samples: int = 0                  # >0: compare that many calibration images against fp32 (~10 s at 224)
+    high_precision: Optional[str] = None    # tensorrt flavour: the unquantized part's type, fp16 (default) or fp32
 
 
 @dataclass

@@ -223,8 +223,9 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
 
         def build_fn() -> dict:
             r = run_build([paths.variant(v) for v in trt_variants], build_spec, paths.engines)
-            info = {"engines": [str(e.engine) for e in r.plan.engines], "sidecars": r.sidecars}
+            info = {"engines": [str(e) for e, _ in r.built()], "sidecars": r.sidecars, "failures": r.failures}
             write_json(build_json, info)
+            r.raise_for_failures()
             return {"engines": info["engines"]}
 
         steps.append(Step("build", "build", build_fn, inputs=[paths.variant(v) for v in trt_variants],

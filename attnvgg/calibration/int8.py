@@ -1,14 +1,17 @@
 """The calibrate stage: fp32 ONNX + calibration images -> explicit Q/DQ INT8 ONNX + sidecar.
 
-ONNX Runtime's static quantizer does the work (it is already a dependency and runs on a CPU;
-NVIDIA ModelOpt would bring its own torch/onnx pins). The stage adds what the pipeline needs
-around it: ranges collected one batch at a time (bounded memory), a calibration cache, an
-exclusion policy that keeps attention in float and is verified on the written graph, the
-TensorRT flavour (int8 symmetric, zero point 0, per-channel weights), and atomic writes.
+attnvgg owns the ranges: collected one batch at a time (bounded memory) by ONNX Runtime's
+calibrators restricted to the tensors that may be quantized, and kept in a calibration cache.
+Two quantizers place Q/DQ from those ranges:
 
-Ranges reach the quantizer through ``quantize_static(calibration_cache_path=...)``, ORT's own
-public way to skip its calibration pass, so a cache hit and a fresh calibration quantize through
-the same code.
+* ``tensorrt`` flavour: NVIDIA ModelOpt's ONNX PTQ (``modelopt_ptq``), which encodes TensorRT's
+  placement rules (no INT32 bias DQ, Q/DQ after Conv+ReLU, fp16 base by default), fed with our
+  ranges as a TensorRT calibration cache; the written graph must pass ``trt_rules``.
+* ``cpu`` flavour: ONNX Runtime's static quantizer (uint8 activations, its CPU kernels' format),
+  fed through ``quantize_static(calibration_cache_path=...)``.
+
+Both keep the exclusion policy (attention in float), verified on the written graph, and write
+atomically. A cache hit and a fresh calibration quantize through the same code.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Callable
 from attnvgg import sidecar
 from attnvgg.artifacts import atomic_path, check_outputs, external_data_path, onnx_hash, sha256_json, sidecar_path
 from attnvgg.calibration import cache as calib_cache
+from attnvgg.calibration import modelopt_ptq, trt_rules
 from attnvgg.calibration.graph import GraphIndex
 from attnvgg.calibration.policy import (
     ExclusionPlan,
@@ -36,7 +40,7 @@ from attnvgg.calibration.policy import (
     quantized_nodes,
 )
 from attnvgg.calibration.reader import Dataset, OneBatch, checked_batches
-from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, CalibrateSpec, default_tolerances
+from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, HIGH_PRECISIONS, CalibrateSpec, default_tolerances
 from attnvgg.onnxgraph import InputShape, ensure_node_names, load_onnx, model_input, toposort
 from attnvgg.errors import InputError, StageError, first_line, require
 from attnvgg.runners.compare import compare_runners
@@ -84,6 +88,21 @@ def _validate(spec: CalibrateSpec) -> None:
         raise InputError(f"--num-images must be at least 1, got {spec.num_images}", "or leave it out to use every image")
     if not 0 < spec.percentile <= 100:
         raise InputError(f"percentile must be in (0, 100], got {spec.percentile}", "e.g. --percentile 99.999")
+    if spec.high_precision is not None and spec.high_precision not in HIGH_PRECISIONS:
+        raise InputError(f"unknown high precision {spec.high_precision!r}", f"use one of {', '.join(HIGH_PRECISIONS)}")
+    if spec.flavour == "cpu" and spec.high_precision == "fp16":
+        raise InputError("--high-precision fp16 applies to the tensorrt flavour only (the cpu flavour keeps an fp32 base "
+                         "for ONNX Runtime's CPU kernels)", "drop --high-precision or use --flavour tensorrt")
+    if spec.flavour == "tensorrt" and not spec.per_channel:
+        raise InputError("--per-tensor applies to the cpu flavour only: ModelOpt's TensorRT PTQ uses per-channel "
+                         "weight scales", "drop --per-tensor or use --flavour cpu")
+
+
+def high_precision(spec: CalibrateSpec) -> str:
+    """The float type of the unquantized part: fp16 for the tensorrt flavour unless asked, fp32 for cpu."""
+    if spec.flavour == "cpu":
+        return "fp32"
+    return spec.high_precision or "fp16"
 
 
 def _plan_batches(shape: InputShape, available: int, spec: CalibrateSpec, notes: list[str]) -> tuple[int, int]:
@@ -135,11 +154,13 @@ def _tensors_to_calibrate(model: Any, op_types: list[str], protected: set[str]) 
     return wanted
 
 
-def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool) -> Path:
+def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool, copy: bool = False) -> Path:
     """A path ORT may read and write beside (it writes ``<name>-inferred.onnx`` next to its input).
 
     A symlink to the source, or, when nodes had to be named for the exclusion list, a copy with
-    those names (the quantizer addresses nodes by name).
+    those names (the quantizer addresses nodes by name). ``copy``: a real copy of the ``.onnx``
+    file (external data stays linked): ModelOpt runs ``onnx.shape_inference.infer_shapes_path`` on
+    its input in place, which through a symlink would rewrite the user's source model.
     """
     import onnx
 
@@ -148,7 +169,12 @@ def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool) -> Path:
         onnx.save(model, str(dest))
         return dest
     dest = tmp / src.name
-    dest.symlink_to(src.resolve())
+    if copy:
+        import shutil
+
+        shutil.copyfile(src, dest)
+    else:
+        dest.symlink_to(src.resolve())
     data = external_data_path(src)
     if data.exists():
         (tmp / data.name).symlink_to(data.resolve())
@@ -272,6 +298,9 @@ class RangeSession:
         self.found: calib_cache.Lookup | None = None
         self.calibration_s = 0.0
         self.passes = 0          # calibration passes this session ran (0 on a cache hit, else 1)
+        self.ptq: modelopt_ptq.PtqInfo | None = None      # the last ModelOpt run (tensorrt flavour)
+        self.trt_facts: dict | None = None                # trt_rules.graph_facts of the last tensorrt build
+        self._external: bool | None = None
 
     def mark(self, phase: str) -> None:
         """Charge the time since the previous mark to ``phase``."""
@@ -326,7 +355,7 @@ class RangeSession:
         self.mark("hash_and_cache_lookup")
         if found and found.note:
             self.note(found.note)
-        self.work_src = _stage_source(src, self.model, self.tmp, self.renamed)
+        self.work_src = _stage_source(src, self.model, self.tmp, self.renamed, copy=spec.flavour == "tensorrt")
         self.model = None  # ORT loads its own copies; the source graph is reloaded for the policy step
         gc.collect()
         if found is not None and found.ranges is not None:
@@ -358,24 +387,44 @@ class RangeSession:
         self.mark("calibration")
         return ranges
 
+    def _external_data(self) -> bool:
+        if self._external is None:
+            self._external = _has_external_data(self.work_src)
+        return self._external
+
     def build(self, plan: ExclusionPlan, check: bool = True) -> tuple[Any, int, list[dict]]:
         """(Q/DQ model, inputs rewired to float, quantized nodes) for one exclusion plan, from the ranges.
 
-        The policy (``plan`` in float, verified on the written graph) is always enforced; ``check``
-        adds onnx.checker's full check, which the search skips for candidates it only evaluates.
+        The policy (``plan`` in float, verified on the written graph) and, for the tensorrt flavour,
+        TensorRT's graph rules (``trt_rules``) are always enforced; ``check`` adds onnx.checker's
+        full check, which the search skips for candidates it only evaluates.
         """
         import onnx
 
         if self.ranges is None or self.work_src is None:
             raise RuntimeError("RangeSession.collect() must run before build()")
-        quantized_model = _quantize(self.work_src, self.tmp, self.ranges, self.spec, plan.names)
-        self.mark("quantize")
-        if plan.names:
-            source = onnx.load(str(self.work_src))
-            rewired = detach_from_qdq(quantized_model, plan.names, source)
-            del source
-        else:
+        if self.spec.flavour == "tensorrt":
+            quantized_model, self.ptq = modelopt_ptq.quantize(
+                self.work_src, self.tmp, self.ranges, self.spec.method, plan.names, self.shape.name,
+                (self.shape.batch if self.shape.batch > 0 else 1, *self.shape.chw), high_precision(self.spec),
+                external_data=self._external_data(), attention_excluded=plan.preset in ("attention", "attention+gates"))
             rewired = 0
+            if plan.names and policy_violations(quantized_model, plan.names):
+                # ModelOpt shares one Q/DQ among a tensor's consumers (DedicatedQDQPair=False), so an
+                # excluded node next to a quantized one (the residual Add reading the block input the
+                # query/key/value convs quantize) reads the DequantizeLinear: rewire it to the tensor.
+                source = onnx.load(str(self.work_src), load_external_data=False)
+                rewired = detach_from_qdq(quantized_model, plan.names, source)
+                del source
+        else:
+            quantized_model = _quantize(self.work_src, self.tmp, self.ranges, self.spec, plan.names)
+            if plan.names:
+                source = onnx.load(str(self.work_src))
+                rewired = detach_from_qdq(quantized_model, plan.names, source)
+                del source
+            else:
+                rewired = 0
+        self.mark("quantize")
         toposort(quantized_model)
         idx = GraphIndex.build(quantized_model, infer_types=True)
         violations = policy_violations(quantized_model, plan.names, idx)
@@ -383,6 +432,12 @@ class RangeSession:
             raise StageError(f"exclusion policy {plan.preset!r} violated: {violations[0]}"
                              + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
                              "report this with the model; try --keep-float none to see the raw quantization")
+        if self.spec.flavour == "tensorrt":
+            broken = trt_rules.check_graph(quantized_model, base=high_precision(self.spec), idx=idx)
+            if broken:
+                raise StageError(f"the tensorrt-flavour model breaks a TensorRT graph rule: {trt_rules.summary(broken)}",
+                                 "report this with the model; no file was written")
+            self.trt_facts = trt_rules.graph_facts(quantized_model, idx)
         qnodes = quantized_nodes(quantized_model, idx)
         self.mark("policy")
         if check:
@@ -427,6 +482,11 @@ class RangeSession:
             "batch_size": self.batch,
             "activation_type": "int8" if spec.flavour == "tensorrt" else "uint8", "weight_type": "int8",
             "symmetric_activations": spec.flavour == "tensorrt", "per_channel": spec.per_channel,
+            "high_precision": high_precision(spec),
+            "quantizer": (self.ptq.to_dict() if spec.flavour == "tensorrt" and self.ptq else
+                          {"quantizer": f"onnxruntime {onnxruntime.__version__} (quantize_static)"}),
+            "tensorrt_rules": ({"checked": list(trt_rules.RULES), "passed": True, **(self.trt_facts or {})}
+                               if spec.flavour == "tensorrt" else None),
             "exclusion": {**plan.to_dict(), "rewired_inputs": rewired},
             "quantized_nodes": qnodes, "quantized_by_op": _count(qnodes),
             "calibration_s": result.calibration_s, "total_s": result.total_s, "timings_s": dict(self.timings),
@@ -457,6 +517,13 @@ def calibrate(
         session.collect(set(plan.names))
         quantized_model, rewired, qnodes = session.build(plan)
         return session.write(quantized_model, plan, rewired, qnodes, out)
+
+
+def _has_external_data(path: Path) -> bool:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return any(i.data_location == onnx.TensorProto.EXTERNAL for i in m.graph.initializer)
 
 
 def _count(nodes: list[dict]) -> dict[str, int]:

@@ -93,8 +93,11 @@ _LIMIT = {False: "everything but the convolutions in float", True: "every group 
 def select_candidates(groups: Sequence, quantized: set[str], allow_float_conv: bool = False) -> list[str]:
     """Ids of the groups (``groups.LayerGroup``, graph order) the search may keep in float.
 
-    A group is a candidate when one of its nodes runs quantized in the all-INT8 model; conv groups
-    only with ``allow_float_conv``.
+    A group is a candidate when one of its nodes runs quantized, or reads a DequantizeLinear output,
+    in the all-INT8 model (``quantized``: those node names); conv groups only with ``allow_float_conv``.
+    The second case matters for the tensorrt flavour: ModelOpt quantizes only the non-residual
+    input of a residual Add, so the attention block's Add is partly INT8 without "running
+    quantized", and keeping its group in float removes that Q/DQ.
     """
     return [g.id for g in groups if (allow_float_conv or g.kind != "conv") and any(n in quantized for n in g.nodes)]
 
@@ -202,6 +205,14 @@ def mixed_report_path(out: Path) -> Path:
     return out.with_name(out.name + ".mixed.json")
 
 
+def _dq_readers(model: object) -> list[dict]:
+    """Nodes (not Q/DQ) with at least one input from a DequantizeLinear: partly INT8."""
+    graph = model.graph  # type: ignore[attr-defined]
+    dq_out = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [{"name": n.name, "op_type": n.op_type} for n in graph.node
+            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_out for i in n.input)]
+
+
 def check_mixed(mixed: MixedSpec) -> float:
     if mixed.max_drop is None:
         raise InputError("no accuracy budget given", "pass --max-drop POINTS, e.g. --max-drop 0.5")
@@ -279,10 +290,10 @@ def calibrate_mixed(
 
         def measure(float_groups: frozenset) -> Measurement:
             model, _rewired, qnodes = session.build(plan_for(float_groups), check=False)
+            if not float_groups:
+                all_int8_qnodes[:] = qnodes + _dq_readers(model)
             onnx.save(model, str(cand_path))
             del model
-            if not float_groups:
-                all_int8_qnodes[:] = qnodes
             with OnnxRuntimeRunner(cand_path, name="candidate") as runner:
                 r = evaluate(runner, val, eval_spec, reference_logits=ref.logits, progress=False, log=quiet)
             session.mark("evaluate")

@@ -13,8 +13,10 @@ which then runs in INT8. ``detach_from_qdq`` rewires protected nodes to the floa
 ``policy_violations`` checks the written graph, transitively through shape-only ops.
 
 A node "runs quantized" (``quantized_nodes``) iff it is not Q/DQ itself, has at least one float
-data input, and every float data input is the output of a DequantizeLinear (weights and int32
-biases included). That is the pattern ORT fuses into integer kernels and TensorRT runs in INT8.
+data input, and every float data input is the output of a DequantizeLinear (weights and ORT's
+int32 biases included), except a float constant bias of a Conv/ConvTranspose/Gemm (input 2):
+TensorRT wants the bias in float (ModelOpt's ``QuantizeBias=False``) and still runs the layer in
+INT8. That is the pattern ORT fuses into integer kernels and TensorRT runs in INT8.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 _SCALE_OPS = frozenset({"Mul", "Div", "Add", "Sub", "Cast"})
 _GATE_OPS = frozenset({"Sigmoid", "HardSigmoid"})
 _ACTIVATIONS_FOLDED_INTO_Q = frozenset({"Relu", "Clip"})
+_BIAS_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
 
 
 @dataclass
@@ -206,7 +209,8 @@ def quantized_nodes(model: "onnx.ModelProto", idx: GraphIndex | None = None) -> 
     for n in idx.nodes():
         if n.op_type in QDQ_OPS or n.op_type == "Constant":
             continue
-        data = idx.data_inputs(n)
+        bias = n.input[2] if n.op_type in _BIAS_OPS and len(n.input) > 2 and n.input[2] in idx.constants else None
+        data = [i for i in idx.data_inputs(n) if i != bias]
         if data and all(idx.is_dq_output(i) for i in data):
             out.append({"name": n.name, "op_type": n.op_type})
     return out

@@ -287,7 +287,7 @@ def _runners_for(artifact: str, spec: BenchSpec, model_spec: Optional[ModelSpec]
         if not ok:
             skip("tensorrt", why)
             return out
-        return [(open_runner(path), meta)]
+        return [(open_runner(path, device_resident=True), meta)]
     for provider in spec.providers:
         out.append((open_runner(path, provider=provider, threads=spec.threads), meta))
     return out

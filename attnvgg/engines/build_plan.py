@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from attnvgg import sidecar
+from attnvgg.calibration.trt_rules import check_graph, summary
 from attnvgg.config import BUILD_TARGETS, HARDWARE_COMPATIBILITY, BuildSpec
 from attnvgg.onnxgraph import dims, elem_type_name, precision_evidence
 from attnvgg.errors import InputError, first_line
@@ -48,8 +49,9 @@ class Target:
 TARGETS: dict[str, Target] = {
     # A data-centre GPU serving batches: tune for batch 16, allow up to 64.
     "server": Target(batch_min=1, batch_opt=16, batch_max=64, workspace_mib=8192, optimization_level=3),
-    # A Jetson-class device answering one request at a time, with little memory to spare.
-    "edge": Target(batch_min=1, batch_opt=1, batch_max=8, workspace_mib=1024, optimization_level=3),
+    # A Jetson-class device answering one request at a time, with little memory to spare. A static
+    # profile (min = opt = max): DLA has no dynamic shapes, and one shape is what an edge engine runs.
+    "edge": Target(batch_min=1, batch_opt=1, batch_max=1, workspace_mib=1024, optimization_level=3),
 }
 assert set(TARGETS) == set(BUILD_TARGETS)
 
@@ -80,12 +82,13 @@ def _tensor_info(value_info: Any) -> TensorInfo:
     return TensorInfo(value_info.name, elem_type_name(value_info.type.tensor_type.elem_type), shape)
 
 
-def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
-    """TensorRT's refusals (QOperator int8, uint8 or non-zero zero points), then the precision and
-    its evidence from ``export.graph.precision_evidence``."""
-    import onnx
-    from onnx import numpy_helper
+def _graph_precision(model: Any, path: Path, base: str | None = None) -> tuple[str, str]:
+    """TensorRT's refusals (QOperator int8; any rule of ``calibration.trt_rules`` a Q/DQ graph breaks),
+    then the precision and its evidence from ``onnxgraph.precision_evidence``.
 
+    ``base`` is the high-precision type the file's sidecar says was asked ("fp16" adds the
+    fp32-base rule), so a build refuses what ``attnvgg calibrate`` would have refused.
+    """
     graph = model.graph
     nodes = list(graph.node) + [n for f in model.functions for n in f.node]
     qop = sorted({n.op_type for n in nodes if n.op_type.startswith("QLinear") or n.op_type in ("ConvInteger", "MatMulInteger")})
@@ -94,25 +97,13 @@ def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
             f"{path} is int8 in QOperator format ({', '.join(qop[:3])}); TensorRT builds int8 only from Q/DQ graphs",
             "quantize in QDQ format (attnvgg calibrate writes Q/DQ)",
         )
-    qdq = [n for n in nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    if qdq:
-        inits = {i.name: i for i in graph.initializer}
-        for n in qdq:
-            if len(n.input) < 3 or not n.input[2] or n.input[2] not in inits:
-                continue
-            zp = inits[n.input[2]]
-            if zp.data_type == onnx.TensorProto.UINT8:
-                raise InputError(
-                    f"{path} has uint8 (asymmetric) Q/DQ at node {n.name or n.op_type}; TensorRT needs int8 with zero point 0",
-                    "recalibrate with symmetric activations and weights (attnvgg calibrate)",
-                )
-            if zp.data_location == onnx.TensorProto.EXTERNAL:
-                continue
-            if numpy_helper.to_array(zp).any():
-                raise InputError(
-                    f"{path} has a non-zero Q/DQ zero point at node {n.name or n.op_type}; TensorRT needs zero point 0",
-                    "recalibrate with symmetric quantization (attnvgg calibrate)",
-                )
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes):
+        broken = check_graph(model, base=base)
+        if broken:
+            raise InputError(
+                f"{path} breaks a TensorRT graph rule at {broken[0].rule} {broken[0].node}: {summary(broken)}",
+                "recalibrate with attnvgg calibrate --flavour tensorrt (ModelOpt's Q/DQ placement)",
+            )
 
     return precision_evidence(model)
 
@@ -147,9 +138,10 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
                 "export with a static height and width (--input-size)",
             )
 
-    graph_precision, evidence = _graph_precision(model, p)
-    precision, source = graph_precision, evidence
     side = sidecar.read(p)          # validated and hash-checked; its precision is one of PRECISIONS
+    base = side.get("high_precision") if side is not None and side.precision == "int8" else None
+    graph_precision, evidence = _graph_precision(model, p, base if base in ("fp16", "fp32") else None)
+    precision, source = graph_precision, evidence
     if side is not None:
         if side.precision != graph_precision:
             raise InputError(
@@ -220,6 +212,9 @@ def resolve_options(spec: BuildSpec, out_dir: str | os.PathLike) -> BuildOptions
                          f"use one of {', '.join(HARDWARE_COMPATIBILITY)}")
     if spec.dla_core is not None and spec.dla_core < 0:
         raise InputError(f"DLA core {spec.dla_core} is negative", "pass 0 or 1 (Jetson AGX Orin has two DLA cores)")
+    if spec.dla_core is not None and not bmin == bopt == bmax:
+        raise InputError(f"--dla-core with batch {bmin}/{bopt}/{bmax}: DLA has no dynamic shapes",
+                         f"use one batch size (e.g. --min-batch {bopt} --max-batch {bopt}, or --preset edge)")
     cache = None
     if spec.timing_cache:
         cache = Path(spec.timing_cache)
@@ -342,16 +337,32 @@ def _dims(shape: Shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
+def trtexec_engine_path(engine: Path) -> Path:
+    """Where the trtexec script saves its engine: never the engine attnvgg built, whose sidecar hashes it."""
+    stem = engine.name[: -len(ENGINE_SUFFIX)] if engine.name.endswith(ENGINE_SUFFIX) else engine.name
+    return engine.with_name(f"{stem}.trtexec{ENGINE_SUFFIX}")
+
+
 def trtexec_args(ep: EnginePlan, opts: BuildOptions, base: Optional[Path] = None) -> list[str]:
-    """The trtexec arguments that build the same engine; paths relative to ``base`` if given."""
+    """The trtexec arguments that build the same engine and profile it at the opt batch; paths relative to ``base``.
+
+    The engine goes to ``trtexec_engine_path`` (the one attnvgg built stays what its sidecar
+    hashes); per-layer information and a per-layer profile are exported beside it
+    (``--profilingVerbosity=detailed --exportLayerInfo --exportProfile``), and ``--shapes`` runs the
+    benchmarked batch (the profile's opt shapes).
+    """
 
     def rel(p: Path) -> str:
         return os.path.relpath(p, base) if base is not None else str(p)
 
-    args = ["trtexec", f"--onnx={rel(ep.onnx)}", f"--saveEngine={rel(ep.engine)}", "--stronglyTyped"]
+    out = trtexec_engine_path(ep.engine)
+    args = ["trtexec", f"--onnx={rel(ep.onnx)}", f"--saveEngine={rel(out)}", "--stronglyTyped"]
     if ep.dynamic:
         for i, key in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
             args.append(f"{key}=" + ",".join(f"{name}:{_dims(s[i])}" for name, s in ep.profile.items()))
+        args.append("--shapes=" + ",".join(f"{name}:{_dims(s[1])}" for name, s in ep.profile.items()))
+    args += ["--profilingVerbosity=detailed", f"--exportLayerInfo={rel(out.with_name(out.name + '.layers.json'))}",
+             f"--exportProfile={rel(out.with_name(out.name + '.profile.json'))}"]
     args.append(f"--memPoolSize=workspace:{opts.workspace_mib}M")
     args.append(f"--builderOptimizationLevel={opts.optimization_level}")
     if opts.timing_cache:
@@ -382,14 +393,54 @@ def trtexec_script(ep: EnginePlan, opts: BuildOptions) -> str:
     body = " \\\n  ".join(shlex.quote(a) for a in args)
     return (
         "#!/usr/bin/env bash\n"
-        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, target {opts.target}).\n"
+        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, target {opts.target}),\n"
+        f"# into {trtexec_engine_path(ep.engine).name} (the attnvgg engine stays what its sidecar hashes),\n"
+        "# with per-layer info and a per-layer profile at the benchmarked (opt) batch.\n"
+        "# TensorRT 11's pip wheels ship no trtexec: use the TensorRT tar/deb/container.\n"
         "# Precision comes from the ONNX graph (strongly typed build): no --fp16/--int8.\n"
         "# --stronglyTyped is required on TensorRT 10.x and a no-op on 11.x. trtexec then\n"
-        "# benchmarks the engine at the opt shapes; add --skipInference to only build.\n"
+        "# benchmarks the engine at --shapes; add --skipInference to only build.\n"
         "set -euo pipefail\n"
         'cd "$(dirname "$0")"\n'
         f"{body} \"$@\"\n"
     )
+
+
+# ----------------------------------------------------------------------------- Polygraphy
+
+#: CreateConfig arguments attnvgg never passes: TensorRT 11 has no precision builder flags and no
+#: implicit-INT8 calibrators (Polygraphy 0.53.6 sets those flags only when asked: config.py).
+FORBIDDEN_CONFIG_ARGS = ("fp16", "int8", "bf16", "fp8", "calibrator", "precision_constraints")
+_HW_LEVELS = {"ampere+": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY"}
+
+
+def polygraphy_build_args(ep: EnginePlan, opts: BuildOptions) -> dict:
+    """What ``engines.tensorrt`` hands Polygraphy's loaders for one engine, as plain data.
+
+    ``network``: ``NetworkFromOnnxPath(path, strongly_typed=True)``. ``config``: ``CreateConfig``
+    keyword arguments, TensorRT enum members by name (``engines.tensorrt`` maps them). ``dla_core``
+    is set by a ``PostprocessConfig`` (CreateConfig's ``use_dla`` always picks core 0).
+    ``save_timing_cache``: ``EngineBytesFromNetwork``'s, the same file ``load_timing_cache`` reads.
+    """
+    config: dict[str, Any] = {
+        "profiles": ([{name: {"min": list(mn), "opt": list(op), "max": list(mx)}
+                       for name, (mn, op, mx) in ep.profile.items()}] if ep.dynamic else None),
+        "memory_pool_limits": {"WORKSPACE": opts.workspace_mib << 20},
+        "tf32": ep.tf32,
+        "builder_optimization_level": opts.optimization_level,
+        "profiling_verbosity": "DETAILED",
+    }
+    if opts.timing_cache:
+        config["load_timing_cache"] = str(opts.timing_cache)
+    if opts.hardware_compatibility != "none":
+        config["hardware_compatibility_level"] = _HW_LEVELS[opts.hardware_compatibility]
+    if opts.version_compatible:
+        config["version_compatible"] = True
+    if opts.dla_core is not None:
+        config["use_dla"] = True
+        config["allow_gpu_fallback"] = opts.gpu_fallback
+    return {"network": {"path": str(ep.onnx), "strongly_typed": True}, "config": config,
+            "dla_core": opts.dla_core, "save_timing_cache": str(opts.timing_cache) if opts.timing_cache else None}
 
 
 # ----------------------------------------------------------------------------- dry-run text

@@ -72,6 +72,16 @@ class OnnxRuntimeRunner(Runner):
             first = first_line(exc)
             raise InputError(f"ONNX Runtime cannot load {self.path} ({first})",
                              "check it is a valid ONNX model (attnvgg export writes one)") from exc
+        got = self.session.get_providers()
+        if not got or got[0] != wanted:
+            # ORT appends the CPU provider and falls back to it when CUDA cannot start (missing
+            # cuDNN/CUDA libraries): a "cuda" row must never be a CPU time.
+            self.session = None
+            raise MissingDependency(
+                f"ONNX Runtime fell back to {got[0] if got else 'no provider'} for {self.path.name}: "
+                f"{wanted} could not start here",
+                "check the CUDA and cuDNN libraries onnxruntime-gpu needs (see its install docs)",
+            )
 
     def deactivate_impl(self) -> None:
         self.session = None

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from attnvgg.errors import InputError
 from attnvgg.runners.factory import open_runner
 from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
-from attnvgg.runners.tensorrt import TensorRTRunner
+from attnvgg.runners.tensorrt import PolygraphyEngineRunner, TensorRTRunner
 
 
 def _tiny(path, batch="b"):
@@ -30,7 +30,8 @@ def test_factory_picks_the_runner_by_suffix(tmp_path):
     for suffix in (".engine", ".plan", ".trt"):
         e = tmp_path / f"m{suffix}"
         e.write_bytes(b"bytes")
-        assert isinstance(open_runner(e), TensorRTRunner)      # constructed only: nothing loaded
+        assert isinstance(open_runner(e), PolygraphyEngineRunner)      # constructed only: nothing loaded
+        assert isinstance(open_runner(e, device_resident=True), TensorRTRunner)
     (tmp_path / "m.txt").write_text("x")
     with pytest.raises(InputError, match="neither an ONNX model"):
         open_runner(tmp_path / "m.txt")

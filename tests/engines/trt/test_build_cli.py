@@ -14,7 +14,7 @@ from attnvgg.cli import cli
 from attnvgg.runners.tensorrt import tensorrt_available
 
 ROOT = Path(__file__).resolve().parents[3]
-EXPECTED = {"server": ("1x3x8x8", "16x3x8x8", "64x3x8x8"), "edge": ("1x3x8x8", "1x3x8x8", "8x3x8x8")}
+EXPECTED = {"server": ("1x3x8x8", "16x3x8x8", "64x3x8x8"), "edge": ("1x3x8x8", "1x3x8x8", "1x3x8x8")}
 
 
 def _run(*args: str):
@@ -44,8 +44,11 @@ def test_dry_run_prints_plan(onnx_files, tmp_path, preset, precision):
     assert f"engine 1/1: {engine}" in text
     assert f"sidecar: {engine}.json" in text and f"trtexec script: {engine}.trtexec.sh" in text
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("trtexec: "))
-    assert f"--onnx={onnx_files[precision]}" in line and f"--saveEngine={engine}" in line
-    assert f"--minShapes=input:{mn} --optShapes=input:{op} --maxShapes=input:{mx}" in line
+    trt_engine = out / f"model.{precision}.trtexec.engine"   # never the engine the sidecar hashes
+    assert f"--onnx={onnx_files[precision]}" in line and f"--saveEngine={trt_engine}" in line
+    assert f"--minShapes=input:{mn} --optShapes=input:{op} --maxShapes=input:{mx} --shapes=input:{op}" in line
+    assert "--profilingVerbosity=detailed" in line and f"--exportLayerInfo={trt_engine}.layers.json" in line
+    assert f"--exportProfile={trt_engine}.profile.json" in line
     assert "--stronglyTyped" in line and "--fp16" not in line and "--int8" not in line
     assert ("--noTF32" in line) == (precision == "fp32")
     assert not out.exists()      # a dry run writes nothing

@@ -19,7 +19,7 @@ from attnvgg.errors import InputError, MissingDependency
 
 # ----------------------------------------------------------------------------- presets / overrides
 
-@pytest.mark.parametrize("preset,expect", [("server", (1, 16, 64)), ("edge", (1, 1, 8))])
+@pytest.mark.parametrize("preset,expect", [("server", (1, 16, 64)), ("edge", (1, 1, 1))])
 def test_preset_batch_range(preset, expect, tmp_path):
     o = resolve_options(BuildSpec(target=preset), tmp_path)
     assert (o.batch_min, o.batch_opt, o.batch_max) == expect
@@ -141,7 +141,7 @@ def test_plan_profiles_follow_preset(onnx_files, tmp_path):
     plan = plan_build(list(onnx_files.values()), BuildSpec(target="edge"), tmp_path / "out")
     assert [e.precision for e in plan.engines] == ["fp32", "fp16", "int8"]
     for e in plan.engines:
-        assert e.profile == {"input": ((1, 3, 8, 8), (1, 3, 8, 8), (8, 3, 8, 8))} and e.dynamic
+        assert e.profile == {"input": ((1, 3, 8, 8),) * 3} and e.dynamic   # edge: one static shape
     assert [e.engine.name for e in plan.engines] == ["model.fp32.engine", "model.fp16.engine", "model.int8.engine"]
     assert plan.engines[1].sidecar.name == "model.fp16.engine.json"
     assert plan.engines[1].trtexec_script.name == "model.fp16.engine.trtexec.sh"
@@ -189,7 +189,10 @@ def test_trtexec_line_has_every_option(onnx_files, tmp_path):
               "--maxShapes=input:32x3x8x8", "--memPoolSize=workspace:2048M", "--builderOptimizationLevel=4",
               f"--timingCacheFile={tmp_path / 'out' / 'timing.cache'}", "--noTF32",
               "--hardwareCompatibilityLevel=ampere+", "--versionCompatible",
-              f"--onnx={onnx_files['fp32']}", f"--saveEngine={tmp_path / 'out' / 'model.fp32.engine'}"]:
+              f"--onnx={onnx_files['fp32']}", f"--saveEngine={tmp_path / 'out' / 'model.fp32.trtexec.engine'}",
+              "--shapes=input:16x3x8x8", "--profilingVerbosity=detailed",
+              f"--exportLayerInfo={tmp_path / 'out' / 'model.fp32.trtexec.engine.layers.json'}",
+              f"--exportProfile={tmp_path / 'out' / 'model.fp32.trtexec.engine.profile.json'}"]:
         assert a in args, a
     assert not any(a in args for a in ("--fp16", "--int8", "--best"))
 
@@ -198,8 +201,18 @@ def test_trtexec_dla_flags(onnx_files, tmp_path):
     plan = plan_build([onnx_files["fp16"]], BuildSpec(target="edge", dla_core=1), tmp_path)
     args = trtexec_args(plan.engines[0], plan.options)
     assert "--useDLACore=1" in args and "--allowGPUFallback" in args
-    plan = plan_build([onnx_files["fp16"]], BuildSpec(dla_core=0, gpu_fallback=False), tmp_path)
-    assert "--allowGPUFallback" not in trtexec_args(plan.engines[0], plan.options)
+    plan = plan_build([onnx_files["fp16"]], BuildSpec(dla_core=0, gpu_fallback=False, batch_min=4, batch_opt=4,
+                                                       batch_max=4), tmp_path)
+    args = trtexec_args(plan.engines[0], plan.options)
+    assert "--allowGPUFallback" not in args and "--maxShapes=input:4x3x8x8" in args
+
+
+def test_dla_refuses_a_dynamic_profile(onnx_files, tmp_path):
+    """DLA has no dynamic shapes: the server preset's 1/16/64 with a DLA core is refused, the edge preset is static."""
+    with pytest.raises(InputError, match="DLA has no dynamic shapes"):
+        plan_build([onnx_files["fp16"]], BuildSpec(dla_core=0), tmp_path)
+    e = plan_build([onnx_files["fp16"]], BuildSpec(target="edge", dla_core=0), tmp_path).engines[0]
+    assert len(set(e.profile["input"])) == 1
 
 
 def test_trtexec_script_uses_paths_relative_to_engine(onnx_files, tmp_path):
@@ -207,7 +220,9 @@ def test_trtexec_script_uses_paths_relative_to_engine(onnx_files, tmp_path):
     text = trtexec_script(plan.engines[0], plan.options)
     assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
     cmd = shlex.split(text.split('cd "$(dirname "$0")"\n', 1)[1].replace("\\\n", " "))
-    assert "--onnx=../model.int8.onnx" in cmd and "--saveEngine=model.int8.engine" in cmd
+    assert "--onnx=../model.int8.onnx" in cmd and "--saveEngine=model.int8.trtexec.engine" in cmd
+    assert "--saveEngine=model.int8.engine" not in cmd      # the engine its sidecar hashes is never overwritten
+    assert "--exportLayerInfo=model.int8.trtexec.engine.layers.json" in cmd and "--shapes=input:16x3x8x8" in cmd
     assert "--timingCacheFile=timing.cache" in cmd
 
 
@@ -228,3 +243,70 @@ def test_old_tensorrt_refused():
     assert "10.12" in " ".join(trt_capabilities("10.8.0").notes)
     assert TARGETS["server"].batch_opt == 16
     assert replace(BuildSpec(), target="edge").target == "edge"
+
+
+# ----------------------------------------------------------------------------- Polygraphy arguments
+
+def test_polygraphy_args_are_strongly_typed_without_precision_flags(onnx_files, tmp_path):
+    from attnvgg.engines.build_plan import FORBIDDEN_CONFIG_ARGS, polygraphy_build_args
+
+    plan = plan_build(list(onnx_files.values()), BuildSpec(workspace_mib=2048, optimization_level=4), tmp_path / "o")
+    for e in plan.engines:
+        a = polygraphy_build_args(e, plan.options)
+        assert a["network"] == {"path": str(e.onnx), "strongly_typed": True}
+        c = a["config"]
+        assert not set(c) & set(FORBIDDEN_CONFIG_ARGS)             # never fp16/int8/bf16/fp8 or a calibrator
+        assert c["tf32"] is (e.precision != "fp32")                 # CreateConfig clears TF32 unless asked
+        assert c["memory_pool_limits"] == {"WORKSPACE": 2048 << 20}
+        assert c["builder_optimization_level"] == 4 and c["profiling_verbosity"] == "DETAILED"
+        assert c["profiles"] == [{"input": {"min": [1, 3, 8, 8], "opt": [16, 3, 8, 8], "max": [64, 3, 8, 8]}}]
+        assert c["load_timing_cache"] == a["save_timing_cache"] == str(tmp_path / "o" / "timing.cache")
+        assert "hardware_compatibility_level" not in c and "version_compatible" not in c and "use_dla" not in c
+        assert a["dla_core"] is None
+
+
+def test_polygraphy_args_compatibility_dla_and_static(onnx_files, onnx_factory, tmp_path):
+    from attnvgg.engines.build_plan import polygraphy_build_args
+
+    spec = BuildSpec(hardware_compatibility="ampere+", version_compatible=True, timing_cache="")
+    plan = plan_build([onnx_files["fp32"]], spec, tmp_path)
+    c = polygraphy_build_args(plan.engines[0], plan.options)
+    assert c["config"]["hardware_compatibility_level"] == "AMPERE_PLUS" and c["config"]["version_compatible"] is True
+    assert "load_timing_cache" not in c["config"] and c["save_timing_cache"] is None
+    plan = plan_build([onnx_files["fp16"]], BuildSpec(target="edge", dla_core=1, gpu_fallback=False), tmp_path)
+    a = polygraphy_build_args(plan.engines[0], plan.options)
+    assert a["config"]["use_dla"] is True and a["config"]["allow_gpu_fallback"] is False and a["dla_core"] == 1
+    assert a["config"]["profiles"] == [{"input": {"min": [1, 3, 8, 8], "opt": [1, 3, 8, 8], "max": [1, 3, 8, 8]}}]
+    static = plan_build([onnx_factory("s.onnx", batch=2)], BuildSpec(), tmp_path).engines[0]
+    assert polygraphy_build_args(static, plan.options)["config"]["profiles"] is None   # Polygraphy's default
+
+
+def test_polygraphy_config_kwargs_match_createconfig(onnx_files, tmp_path):
+    """The plan's arguments are real CreateConfig/NetworkFromOnnxPath/EngineBytesFromNetwork keywords.
+
+    Polygraphy's loaders are deferred (nothing is built or imported from TensorRT at construction);
+    the TensorRT enums are replaced by their names through a namespace, so this runs without TensorRT
+    and builds nothing.
+    """
+    from types import SimpleNamespace
+
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+
+    from attnvgg.engines.build_plan import polygraphy_build_args
+    from attnvgg.engines.tensorrt import config_kwargs
+
+    names = SimpleNamespace(WORKSPACE="WORKSPACE", DETAILED="DETAILED", AMPERE_PLUS="AMPERE_PLUS")
+    trt = SimpleNamespace(__version__="11.0", MemoryPoolType=names, ProfilingVerbosity=names,
+                          HardwareCompatibilityLevel=names)
+    plan = plan_build([onnx_files["int8"]], BuildSpec(hardware_compatibility="ampere+", version_compatible=True),
+                      tmp_path)
+    a = polygraphy_build_args(plan.engines[0], plan.options)
+    kw = config_kwargs(trt, a["config"])
+    assert isinstance(kw["profiles"][0], Profile) and kw["memory_pool_limits"] == {"WORKSPACE": 8192 << 20}
+    cfg = CreateConfig(**kw)
+    assert cfg.tf32 is True and cfg.fp16 is False and cfg.int8 is False and cfg.bf16 is False
+    assert cfg.hardware_compatibility_level == "AMPERE_PLUS" and cfg.version_compatible is True
+    assert cfg.timing_cache_path == a["save_timing_cache"]
+    net = NetworkFromOnnxPath(a["network"]["path"], strongly_typed=True)
+    assert net.strongly_typed is True
+    EngineBytesFromNetwork(net, config=cfg, save_timing_cache=a["save_timing_cache"])
