@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnvgg.errors import StageError
+from attnvgg.errors import MissingDependency, StageError
 
 #: TensorRT calibration-cache headers by our method (TensorRT 10's calibrator names).
 _HEADERS = {"minmax": "MinMaxCalibration", "entropy": "EntropyCalibration2", "percentile": "MinMaxCalibration"}
@@ -209,8 +209,6 @@ def quantize(work_src: Path, tmp: Path, ranges: dict[str, tuple[float, float]], 
     try:
         from modelopt.onnx.quantization import quantize as mo_quantize
     except ImportError as exc:  # the cpu extra installs it; a partial install names what is missing
-        from attnvgg.errors import MissingDependency
-
         raise MissingDependency(f"NVIDIA ModelOpt's ONNX quantizer cannot be imported ({exc})",
                                 'pip install -c constraints.txt -e ".[cpu]" (nvidia-modelopt and its ONNX helpers)') from exc
     scales = scales_from_ranges(ranges)

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from attnvgg.calibration.trt_rules import check_graph, summary
 from attnvgg.config import BUILD_PRESETS, HARDWARE_COMPATIBILITY, PRECISIONS, BuildSpec
 from attnvgg.errors import InputError
 from attnvgg.runners.trt_compat import INSTALL_HINT, SIDECAR_FORMAT, RuntimeEnv  # noqa: F401 - re-used names
@@ -114,8 +115,6 @@ def _graph_precision(model: Any, path: Path, base: str | None = None) -> tuple[s
             "quantize in QDQ format (attnvgg calibrate writes Q/DQ)",
         )
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes):
-        from attnvgg.calibration.trt_rules import check_graph, summary
-
         broken = check_graph(model, base=base)
         if broken:
             raise InputError(
