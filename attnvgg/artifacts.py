@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from attnvgg.errors import InputError
+
 from attnvgg.errors import AttnvggError, InputError, StageError
 
 #: Legacy temporary names (no PID) older than this are stale.
@@ -356,11 +358,16 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def sidecar_path(artifact: str | os.PathLike) -> Path:
+    """The JSON that describes an artifact: ``model.onnx`` -> ``model.onnx.json``."""
+    p = Path(artifact)
+    return p.with_name(p.name + ".json")
+
+
 def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None]) -> None:
-    """The one output-path check of a command: an output may be neither one of the command's inputs
-    nor a file that belongs to one (its sidecar ``.json``, its ONNX external ``.data``), nor another
-    output. Raises InputError before anything is written (``evaluate m.onnx -o m.onnx`` once
-    replaced the model with a 910-byte JSON)."""
+    """The one output-path check of every command: an output may be neither one of the command's
+    inputs nor a file that belongs to one (its sidecar ``.json``, its ONNX external ``.data``), nor
+    another output. Raises InputError before anything is written."""
     owned: dict[Path, str] = {}
     for i in inputs:
         if i is None or str(i) == "pytorch":
@@ -380,12 +387,6 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[
         if p in seen:
             raise InputError(f"output {o} is given twice (also as {seen[p]})", "give each output its own path")
         seen[p] = str(o)
-
-
-def sidecar_path(artifact: str | os.PathLike) -> Path:
-    """The JSON that describes an artifact: ``model.onnx`` -> ``model.onnx.json``."""
-    p = Path(artifact)
-    return p.with_name(p.name + ".json")
 
 
 def file_size(path: str | os.PathLike) -> int:
