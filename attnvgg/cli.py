@@ -182,11 +182,14 @@ def simplify(src, out, check_n, force, config_path):
 @click.option("--min-cosine", type=float, default=None, help="Override the minimum cosine similarity.")
 @click.option("--min-top1", type=float, default=None, help="Override the minimum top-1 agreement (0..1).")
 @click.option("--locate", is_flag=True, help="On failure, find the first diverging layer.")
+@click.option("--attention-maps", is_flag=True,
+              help="Also fail unless the attention maps (Softmax, SE/CBAM gates) agree with PyTorch fp32 "
+                   "within [validate.map_limits] (cosine, JS divergence).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML here.")
 @handle_errors
 def validate(artifact, batches, samples, images, providers, precision, atol, rtol, min_cosine, min_top1, locate,
-             json_path, junit_path, config_path, **kw):
+             attention_maps, json_path, junit_path, config_path, **kw):
     """Parity of an ONNX model (or engine) against the PyTorch reference. Exit 0 pass, 1 fail."""
     cfg = load_cfg(config_path)
     overridden = any(v is not None for v in kw.values())
@@ -203,6 +206,8 @@ def validate(artifact, batches, samples, images, providers, precision, atol, rto
         v.providers = list(providers)
     if locate:
         v.locate = True
+    if attention_maps:
+        v.attention_maps = True
     from attnvgg.errors import CheckFailed
     from attnvgg.validate.parity import format_table, validate_artifact
     from attnvgg.validate.reference import precision_of, preprocess_spec_for, resolve_model_spec
@@ -219,6 +224,9 @@ def validate(artifact, batches, samples, images, providers, precision, atol, rto
     click.echo(format_table(res))
     if not res.passed:
         where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
+        if res.attention_maps and res.attention_maps["failures"] and all(c.passed for c in res.cases):
+            raise CheckFailed(f"attention maps of {artifact} disagree with PyTorch fp32 "
+                              f"({res.attention_maps['failures'][0]})", "see the lines above")
         raise CheckFailed(f"parity failed for {artifact}{where}",
                           "see the table above" + ("" if locate else "; rerun with --locate to find the first diverging layer"))
 
@@ -722,3 +730,68 @@ def train_cmd(out: str, config_path: str | None, attention: str | None, quiet: b
     click.echo(f"val top-1 {res['val_top1']:.4f} (gamma=0: {res['val_top1_gamma0']:.4f}) on "
                f"{res['val_images']} images; trained in {res['train_seconds']:.1f} s")
     click.echo(f"wrote {res['checkpoint']} and {res['config']}")
+
+
+# -------------------------------------------------------------------------- study / explain
+
+@cli.command("study")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML config layered over the study preset ([study], [train], any stage).")
+@click.option("--preset", default="study", show_default=True, help="The study's preset (study).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one option, e.g. --set study.variants=['plain','global'] (repeatable).")
+@click.option("--out", default=None, help="Study folder [default: runs/study].")
+@click.option("--force", is_flag=True, help="Rerun every step even if its inputs and settings are unchanged.")
+@handle_errors
+def study_cmd(config_path, preset, overrides, out, force):
+    """What attention costs and buys: train one model per variant (plain, global, SE, CBAM,
+    global on block 5), run every stage on each, count MACs, and write study.md/json/html.
+    Exit 1 if any variant's parity check failed (the report is still written)."""
+    from attnvgg.errors import CheckFailed
+    from attnvgg.pipeline import run_study, study_config
+
+    cfg = study_config(preset, config_path, list(overrides))
+    if out:
+        cfg.study.out = out
+    click.echo(f"attnvgg study: variants {', '.join(cfg.study.variants)}, folder {cfg.study.out}")
+
+    def echo(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    summary = run_study(cfg, force=force, echo=echo)
+    click.echo(f"done in {summary['seconds']:.1f} s; report: {summary['report']}")
+    if summary["failed"]:
+        raise CheckFailed(f"{len(summary['failed'])} check(s) failed: {', '.join(summary['failed'])}",
+                          "see the study report and each variant's run folder")
+
+
+@cli.command("explain")
+@click.argument("artifacts", nargs=-1, required=True)
+@model_options
+@click.option("--data", default=None, help="Images to explain: builtin:val (default), a folder or .npz.")
+@click.option("--images", type=int, default=None, help="How many images (the first N) [default: 4].")
+@click.option("--out", "out_dir", default="explain", show_default=True, help="Folder for explain.json and the PNGs.")
+@handle_errors
+def explain_cmd(artifacts: tuple[str, ...], data: str | None, images: int | None, out_dir: str,
+                config_path: str | None, **kw: Any) -> None:
+    """Attention maps (Softmax, SE/CBAM gates) and Grad-CAM from PyTorch, the same maps from each
+    ONNX file, and their agreement with PyTorch fp32 (cosine, Jensen-Shannon); PNG overlays.
+    ARTIFACTS: ONNX files of one model, optionally named: fp32=model.sim.onnx int8=model.int8.onnx."""
+    from attnvgg.study.explain import explain
+    from attnvgg.validate.reference import preprocess_spec_for, resolve_model_spec
+
+    cfg = load_cfg(config_path)
+    overridden = any(v is not None for v in kw.values())
+    apply_model_options(cfg, kw)
+    named: dict[str, str] = {}
+    for a in artifacts:
+        name, _, path = a.rpartition("=") if "=" in a else ("", "", a)
+        named[name or Path(path).name] = path
+    first = next(iter(named.values()))
+    model_spec = resolve_model_spec(first, cfg.model, overridden or config_path is not None)
+    pre = preprocess_spec_for(first) or cfg.preprocess
+    r = explain(model_spec, pre, named, out_dir, data=data or cfg.explain.data,
+                images=images if images is not None else cfg.explain.images,
+                log=lambda m: click.echo(m))
+    click.echo(f"wrote {r.json_path} and {len(r.pngs)} PNG(s) ({r.seconds:.1f} s)")

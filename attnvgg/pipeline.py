@@ -186,6 +186,21 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
         steps.append(Step(f"evaluate:{v}", "evaluate", acc_fn, inputs=[paths.variant(v), ref_logits],
                           settings=acc_settings, outputs=[out]))
 
+    # attention maps of every variant against PyTorch fp32 (skipped for a model without attention)
+    explain_dir = paths.results / "explain"
+    explain_outputs = [explain_dir / "explain.json"] + [explain_dir / f"explain-{i}.png" for i in range(cfg.explain.images)]
+    if _wants_qsoftmax(cfg, variants):
+        explain_outputs.append(paths.root / "model.int8-qsoftmax.onnx")
+
+    def explain_fn() -> dict:
+        return explain_step(cfg, paths, variants, explain_dir)
+
+    steps.append(Step("explain", "explain", explain_fn, inputs=[paths.variant(v) for v in variants] + ckpt,
+                      settings=lambda: {"explain": _asdict(cfg.explain), "model": _asdict(m),
+                                        "preprocess": _asdict(cfg.preprocess), "calibrate": _asdict(cfg.calibrate),
+                                        "data": _data_key(cfg.explain.data, cfg)},
+                      outputs=explain_outputs, skip_reason=lambda: no_attention_reason(m)))
+
     # TensorRT engines: only where tensorrt and a GPU are present
     trt_variants = [v for v in variants if v in ("fp32", "fp16", "int8-tensorrt")]
 
@@ -236,7 +251,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
         out = make_report([paths.results, paths.notes, *[p for p in sidecars if p.exists()]], paths.report)
         return {k: str(v) for k, v in out.items()}
 
-    report_inputs = [s for s in steps if s.stage in ("validate", "evaluate", "bench", "calibrate", "fp16")]
+    report_inputs = [s for s in steps if s.stage in ("validate", "evaluate", "bench", "calibrate", "fp16", "explain")]
     steps.append(Step("report", "report", report_fn,
                       inputs=[o for s in report_inputs for o in s.outputs] + [paths.notes],
                       settings={}, optional_inputs=True,
@@ -273,6 +288,35 @@ def evaluate_to_files(artifact: Path | None, cfg: Config, out: Path, save_logits
                 np.savez(f, logits=res.logits)
     agree = res.reference.top1_agreement if res.reference else None
     return {"top1": res.top1, "top1_agreement": agree, "images": res.images}
+
+
+def no_attention_reason(m: Any) -> str | None:
+    """Why the explain stage has nothing to show: the model has no attention block."""
+    if m.arch == "vgg16_attention" and all(k == "none" for k in m.attention):
+        return "the model has no attention block (attention none,none,none): no maps to compare"
+    return None
+
+
+def _wants_qsoftmax(cfg: Config, variants: list[str]) -> bool:
+    """The broken-INT8 comparison needs a Softmax to quantize: global attention somewhere."""
+    m = cfg.model
+    return (cfg.explain.quantized_softmax and "fp32" in variants
+            and (m.arch != "vgg16_attention" or "global" in m.attention))
+
+
+def explain_step(cfg: Config, paths: "Paths", variants: list[str], out_dir: Path) -> dict:
+    """Maps of every ONNX variant (and, if asked, of an INT8 model with the Softmax quantized too)."""
+    from attnvgg.study.explain import QSOFTMAX, explain, quantized_softmax_model
+
+    arts: dict[str, Path] = {v: paths.variant(v) for v in variants}
+    if _wants_qsoftmax(cfg, variants):
+        from attnvgg.data import open_dataset
+
+        qpath = paths.root / "model.int8-qsoftmax.onnx"
+        arts[QSOFTMAX] = quantized_softmax_model(paths.sim, open_dataset(cfg.calibrate.data, cfg.preprocess), qpath,
+                                                 cfg.calibrate, log=_log)
+    r = explain(cfg.model, cfg.preprocess, arts, out_dir, data=cfg.explain.data, images=cfg.explain.images)
+    return {v: {"min_cosine": round(a["min_cosine"], 5), "js_mean": a["js_mean"]} for v, a in r.agreement.items()}
 
 
 def _data_key(name: str | None, cfg: Config) -> str | None:
@@ -347,3 +391,150 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
     summary["seconds"] = round(time.perf_counter() - t_all, 1)
     summary["report"] = str(paths.report / "report.html")
     return summary
+
+
+# --------------------------------------------------------------------------------- study
+
+STUDY_PRESETS = ("study",)
+
+
+def study_config(preset: str = "study", config_path: str | None = None, overrides: list[str] = ()) -> Config:
+    """The study's own preset: the default run, lighter where the study does not need the detail
+    (4 random parity samples per batch besides the images, 0.5 s bench windows), so five variants
+    fit in minutes; then the config file and --set overrides, as for ``run``."""
+    from attnvgg.config import parse_override, read_toml
+    from attnvgg.study.variants import check_variants
+
+    if preset not in STUDY_PRESETS:
+        raise InputError(f"unknown study preset {preset!r}", f"use one of {', '.join(STUDY_PRESETS)}")
+    cfg = preset_config("default")
+    apply_dict(cfg, {
+        "validate": {"samples": 4},
+        "bench": {"warmup": 3, "iterations": 20, "min_seconds": 0.5},
+        "run": {"out": "runs/study"},
+        "study": {"out": "runs/study"},
+    })
+    if config_path:
+        apply_dict(cfg, read_toml(config_path))
+    for text in overrides:
+        apply_dict(cfg, parse_override(text))
+    check_names(cfg.run.stages, RUN_STAGES, "stage")
+    check_names(cfg.run.variants, RUN_VARIANTS, "variant")
+    check_variants(cfg.study.variants)
+    return cfg
+
+
+def _run_step(manifest: Manifest, step: Step, force: bool, echo: Callable[[str], None]) -> str:
+    key = manifest.key(step)
+    label = f"{step.name:<28}"
+    if not force and manifest.is_fresh(step, key):
+        echo(f"{label} cached")
+        return "cached"
+    t0 = time.perf_counter()
+    try:
+        info = step.fn()
+    except AttnvggError:
+        manifest.forget(step.name)
+        raise
+    dt = time.perf_counter() - t0
+    manifest.record(step, key, dt, info)
+    echo(f"{label} {dt:6.1f} s")
+    return "done"
+
+
+def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = print) -> dict:
+    """Train (or reuse) one model per variant, run the pipeline on each, count MACs, report.
+
+    Every step is cached like ``run``'s: training in the study folder's manifest (key: the
+    [train] recipe with the variant's attention, the data generator version), each variant's
+    pipeline in its own run folder, the MAC counts and the report in the study manifest.
+    """
+    from attnvgg.artifacts import write_json
+    from attnvgg.data import load_model_toml, synthetic
+    from attnvgg.data.train import train
+    from attnvgg.study.variants import ATTENTION, builtin_recipe_matches, check_variants
+
+    check_variants(cfg.study.variants)
+    root = Path(cfg.study.out)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(root)
+    t_all = time.perf_counter()
+    meta: dict[str, dict] = {}
+    failed: list[str] = []
+    for name in cfg.study.variants:
+        vdir = root / name
+        tspec = copy.deepcopy(cfg.train)
+        tspec.attention = list(ATTENTION[name])
+        reuse = builtin_recipe_matches(tspec) if cfg.study.reuse_builtin else None
+        if reuse:
+            from attnvgg.data import builtin_model_config
+
+            model_spec, pre = builtin_model_config()
+            echo(f"{'train:' + name:<28} reused: {reuse}")
+            toml = Path(model_spec.checkpoint).with_suffix(".toml")
+        else:
+            ckpt, toml = vdir / "model.pt", vdir / "model.toml"
+
+            def train_fn(tspec=tspec, ckpt=ckpt) -> dict:
+                r = train(tspec, ckpt)
+                return {"val_top1": r["val_top1"], "train_seconds": r["train_seconds"]}
+
+            _run_step(manifest, Step(f"train:{name}", "train", train_fn,
+                                     settings={"train": _asdict(tspec), "data": f"builtin:train v{synthetic.GENERATOR_VERSION}"},
+                                     outputs=[ckpt, toml]), force, echo)
+            model_spec, pre, _ = load_model_toml(toml)
+        from attnvgg.config import read_toml
+
+        vcfg = copy.deepcopy(cfg)
+        vcfg.model, vcfg.preprocess = model_spec, pre
+        vcfg.run.out = str(vdir / "run")
+        summary = run_pipeline(vcfg, force=force, echo=lambda line, n=name: echo(f"  {n}: {line}"))
+        failed += [f"{name}/{s}" for s in summary.get("failed", [])]
+        run_paths = Paths(Path(vcfg.run.out))
+
+        def gmac_fn(sim=run_paths.sim, out=vdir / "gmac.json") -> dict:
+            from attnvgg.study.gmac import count_macs
+
+            c = count_macs(sim)
+            write_json(out, {**c.to_dict(nodes=True), "graph": str(sim), "input_size": model_spec.input_size})
+            return {"gmac": c.gmac, "attention_share": round(c.attention_share, 5)}
+
+        _run_step(manifest, Step(f"gmac:{name}", "gmac", gmac_fn, inputs=[run_paths.sim], outputs=[vdir / "gmac.json"]),
+                  force, echo)
+        if cfg.study.full_size_gmac:
+            size = cfg.study.full_size_input
+
+            def gmac_full_fn(kinds=list(ATTENTION[name]), out=vdir / "gmac-224.json", size=size) -> dict:
+                from attnvgg.study.gmac import count_full_size
+
+                c = count_full_size(kinds, size)
+                write_json(out, {**c.to_dict(), "input_size": size, "width": 1.0, "num_classes": 1000})
+                return {"gmac": c.gmac, "attention_share": round(c.attention_share, 5)}
+
+            _run_step(manifest, Step(f"gmac-full:{name}", "gmac", gmac_full_fn,
+                                     settings={"attention": list(ATTENTION[name]), "input_size": size},
+                                     outputs=[vdir / "gmac-224.json"]), force, echo)
+        result = read_toml(toml).get("result", {})
+        meta[name] = {"train": {k: result.get(k) for k in ("val_top1", "val_top1_gamma0", "val_images", "train_seconds")},
+                      "checkpoint": model_spec.checkpoint, "run_dir": vcfg.run.out,
+                      "source": reuse or f"trained by this study ({vdir / 'model.pt'})"}
+
+    def report_fn() -> dict:
+        from attnvgg.report.study import make_study_report
+        from attnvgg.study.collect import collect
+
+        doc = collect(root, cfg.study.variants, meta)
+        doc["machine_note"] = "CPU latencies from a shared 2-core machine unless stated otherwise"
+        out = make_study_report(doc, root / "report")
+        return {k: str(v) for k, v in out.items()}
+
+    inputs = [root / n / f for n in cfg.study.variants for f in ("gmac.json",)]
+    inputs += [p for n in cfg.study.variants for p in (Path(meta[n]["run_dir"]) / "results").glob("*.json")]
+    inputs += [Path(meta[n]["run_dir"]) / "results" / "explain" / "explain.json" for n in cfg.study.variants]
+    inputs += [root / n / "gmac-224.json" for n in cfg.study.variants]
+    _run_step(manifest, Step("report", "report", report_fn, inputs=inputs, optional_inputs=True,
+                             settings={"variants": cfg.study.variants, "meta": meta},
+                             outputs=[root / "report" / "study.md", root / "report" / "study.json",
+                                      root / "report" / "study.html"]), force, echo)
+    return {"study_dir": str(root), "seconds": round(time.perf_counter() - t_all, 1), "failed": failed,
+            "report": str(root / "report" / "study.html")}
