@@ -779,7 +779,7 @@ def explain_cmd(artifacts: tuple[str, ...], data: str | None, images: int | None
     ONNX file, and their agreement with PyTorch fp32 (cosine, Jensen-Shannon); PNG overlays.
     ARTIFACTS: ONNX files of one model, optionally named: fp32=model.sim.onnx int8=model.int8.onnx."""
     from attnvgg.study.explain import explain
-    from attnvgg.validate.reference import preprocess_spec_for, resolve_model_spec
+    from attnvgg.validate.reference import resolve_model_spec
 
     cfg = load_cfg(config_path)
     overridden = any(v is not None for v in kw.values())
@@ -789,8 +789,12 @@ def explain_cmd(artifacts: tuple[str, ...], data: str | None, images: int | None
         name, _, path = a.rpartition("=") if "=" in a else ("", "", a)
         named[name or Path(path).name] = path
     first = next(iter(named.values()))
+    if not Path(first).is_file():
+        from attnvgg.errors import InputError
+
+        raise InputError(f"model not found: {first}", "pass ONNX files that attnvgg export/convert/calibrate wrote")
     model_spec = resolve_model_spec(first, cfg.model, overridden or config_path is not None)
-    pre = preprocess_spec_for(first) or cfg.preprocess
+    pre = _preprocess_for(cfg, _onnx_input_hw(first), first)
     r = explain(model_spec, pre, named, out_dir, data=data or cfg.explain.data,
                 images=images if images is not None else cfg.explain.images,
                 log=lambda m: click.echo(m))

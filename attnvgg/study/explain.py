@@ -206,6 +206,9 @@ def explain(model_spec: ModelSpec, preprocess: PreprocessSpec, artifacts: dict[s
     for name, p in artifacts.items():
         if not Path(p).is_file():
             raise InputError(f"{name} model not found: {p}", "run the stage that writes it first")
+    if preprocess.crop != model_spec.input_size:
+        raise InputError(f"the preprocessing crops {preprocess.crop} px but the model takes {model_spec.input_size}",
+                         "pass the model's own config (its sidecar records the preprocessing)")
     t0 = time.perf_counter()
     ds = open_dataset(data, preprocess)
     x, y = ds.arrays(limit=images)

@@ -277,7 +277,12 @@ def onnx_maps(path: str | os.PathLike, x: np.ndarray, threads: int | None = None
             raise InputError(f"ONNX Runtime cannot load {path} with its attention outputs ({first})",
                              "check it is a model attnvgg export/convert/calibrate wrote") from exc
         names = [logits_name] + [t for _, _, t in found]
-        values = sess.run(names, {in_name: np.ascontiguousarray(x, dtype=np.float32)})
+        try:
+            values = sess.run(names, {in_name: np.ascontiguousarray(x, dtype=np.float32)})
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise InputError(f"ONNX Runtime cannot run {path} on inputs of shape {list(x.shape)} ({first})",
+                             "feed images preprocessed to the model's input size") from exc
     logits = np.asarray(values[0], dtype=np.float32)
     maps = [np.asarray(v, dtype=np.float32) for v in values[1:]]
     return [(k, n) for k, n, _ in found], maps, logits
