@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from attnvgg.artifacts import read_json
 from attnvgg.study.variants import ATTENTION, DESCRIPTION
@@ -30,8 +30,8 @@ def parameter_count(checkpoint: Path) -> int:
     return int(sum(v.numel() for v in state.values() if hasattr(v, "numel")))
 
 
-def _p50(bench: dict, batch: int) -> Optional[float]:
-    for r in bench.get("rows", []):
+def _p50(rows: list[dict], batch: int) -> Optional[float]:
+    for r in rows:
         if r.get("batch") == batch and isinstance(r.get("latency_ms"), dict):
             return float(r["latency_ms"]["p50"])
     return None
@@ -41,25 +41,49 @@ def _maybe(path: Path) -> Optional[dict]:
     return read_json(path) if path.is_file() else None
 
 
-def variant_rows(name: str, run_dir: Path, fp32_top1: Optional[float], params: int, gmac: dict,
-                 extra_engines: list[tuple[str, str]] = ()) -> list[dict]:
+def _same_backend(acc: dict, runner: str) -> bool:
+    backend = str(acc.get("backend") or "")
+    return runner == backend or (backend == "pytorch" and runner.startswith("pytorch"))
+
+
+def variant_rows(name: str, run_dir: Path, fp32_top1: Optional[float], params: int, gmac: dict) -> list[dict]:
+    """One row per precision x runner benched (ONNX Runtime, PyTorch, and OpenVINO where the run
+    benched it); top-1 where that artifact was evaluated on that runner."""
     rows = []
     res = run_dir / "results"
-    for label, stem in (*ENGINES, *extra_engines):
+    for label, stem in ENGINES:
         acc = _maybe(res / f"accuracy-{stem}.json")
         bench = _maybe(res / f"bench-{stem}.json")
         if acc is None and bench is None:
             continue
-        top1 = acc.get("top1") if acc else None
-        rows.append({
-            "variant": name, "engine": label, "key": stem, "parameters": params,
-            "gmac": gmac["gmac"], "attention_gmac": gmac["attention_gmac"], "attention_share": gmac["attention_share"],
-            "top1": top1,
-            "drop_points": (None if top1 is None or fp32_top1 is None else round(100 * (fp32_top1 - top1), 4)),
-            "top1_agreement": (acc.get("reference") or {}).get("top1_agreement") if acc else None,
-            "p50_b1_ms": _p50(bench, 1) if bench else None, "p50_b8_ms": _p50(bench, 8) if bench else None,
-        })
+        by_runner: dict[str, list[dict]] = {}
+        for r in (bench or {}).get("rows", []):
+            by_runner.setdefault(str(r.get("runner")), []).append(r)
+        if not by_runner and acc is not None:
+            by_runner[str(acc.get("backend"))] = []
+        for runner, brows in by_runner.items():
+            a = acc if acc is not None and _same_backend(acc, runner) else None
+            top1 = a.get("top1") if a else None
+            engine = label if runner in ("onnxruntime-cpu", "pytorch-cpu", "pytorch") else f"{runner} {label.split(' ', 1)[1]}"
+            rows.append({
+                "variant": name, "engine": engine, "key": stem, "runner": runner, "parameters": params,
+                "gmac": gmac["gmac"], "attention_gmac": gmac["attention_gmac"], "attention_share": gmac["attention_share"],
+                "top1": top1,
+                "drop_points": (None if top1 is None or fp32_top1 is None else round(100 * (fp32_top1 - top1), 4)),
+                "top1_agreement": (a.get("reference") or {}).get("top1_agreement") if a else None,
+                "p50_b1_ms": _p50(brows, 1), "p50_b8_ms": _p50(brows, 8),
+            })
     return rows
+
+
+def openvino_note() -> Optional[str]:
+    """Why there are no OpenVINO rows (None when its runner is part of this attnvgg)."""
+    import importlib.util
+
+    if importlib.util.find_spec("attnvgg.runners.openvino") is None:
+        return ("OpenVINO rows skipped: this attnvgg has no OpenVINO runner (attnvgg.runners.openvino, issue 12); "
+                "the study shows whatever runners attnvgg run benches")
+    return None
 
 
 def collect(root: Path, variants: list[str], meta: dict[str, dict]) -> dict:
@@ -83,8 +107,9 @@ def collect(root: Path, variants: list[str], meta: dict[str, dict]) -> dict:
                          "agreement": {v: {k: a.get(k) for k in ("min_cosine", "mean_cosine", "js_mean", "js_max")}
                                        for v, a in ex.get("agreement", {}).items()}})
     doc = {"format": STUDY_FORMAT, "variants": variants, "models": models, "rows": rows, "attention_maps": maps}
-    doc["claims"] = check_claims(models, rows)
+    doc["claims"] = check_claims(models, rows) + map_claims(maps)
     doc["difficulty"] = difficulty(models)
+    doc["skipped"] = [n for n in (openvino_note(),) if n]
     first = models[0].get("train") or {} if models else {}
     doc["intro"] = ("One model per attention variant, each trained with attnvgg train's recipe ([train]: the same "
                     "epochs, seed, schedule, width and data, builtin:train) and its attention in blocks 3-5 changed; "
@@ -98,6 +123,20 @@ def collect(root: Path, variants: list[str], meta: dict[str, dict]) -> dict:
                      "jobs, so compare ratios within one study, not absolute times. Drop: PyTorch fp32 top-1 minus "
                      "the row's top-1, in points. One training seed per variant.")
     return doc
+
+
+def map_claims(maps: list[dict]) -> list[dict]:
+    """Does each deployed variant look where PyTorch fp32 looks (attention-map agreement)?"""
+    out = []
+    for m in maps:
+        parts = []
+        for v, a in m["agreement"].items():
+            js = f", mean JS {a['js_mean']:.4f}" if a.get("js_mean") is not None else ""
+            parts.append(f"{v} cosine {a['min_cosine']:.4f}{js}")
+        out.append({"claim": f"{m['variant']}: deployed variants look where PyTorch fp32 looks",
+                    "measured": m["agreement"], "verdict": "compared",
+                    "text": "worst-image attention-map agreement with PyTorch fp32: " + "; ".join(parts)})
+    return out
 
 
 def difficulty(models: list[dict]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attnvgg.config import STUDY_VARIANTS, TrainSpec
+from attnvgg.config import TrainSpec
 from attnvgg.errors import InputError
 
 ATTENTION: dict[str, tuple[str, str, str]] = {
