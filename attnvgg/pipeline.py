@@ -423,6 +423,9 @@ def study_config(preset: str = "study", config_path: str | None = None, override
     check_names(cfg.run.stages, RUN_STAGES, "stage")
     check_names(cfg.run.variants, RUN_VARIANTS, "variant")
     check_variants(cfg.study.variants)
+    if cfg.study.full_size_input < 32:
+        raise InputError(f"study.full_size_input must be >= 32 (five 2x2 poolings), got {cfg.study.full_size_input}",
+                         "e.g. --set study.full_size_input=224")
     return cfg
 
 
@@ -458,6 +461,8 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
 
     check_variants(cfg.study.variants)
     root = Path(cfg.study.out)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"study folder {root} is a file", "pass a folder with --out")
     root.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(root)
     t_all = time.perf_counter()

@@ -33,6 +33,7 @@ def test_builtin_checkpoint_stands_for_global_only_with_its_recipe():
     (["--set", "study.variants=['plain','plain']"], "repeat"),
     (["--preset", "nope"], "unknown study preset"),
     (["--set", "study.nope=1"], "unknown key"),
+    (["--set", "study.full_size_input=16"], "full_size_input"),
 ])
 def test_study_bad_input_one_line(args, needle, tmp_path):
     res = run_cli(["study", "--out", str(tmp_path / "s"), *args])
@@ -86,3 +87,11 @@ def test_study_report_renders_rows_claims_and_plots(tmp_path):
     assert (tmp_path / "r" / "study-top1-vs-latency.png").is_file()
     assert json.loads(out["json"].read_text())["claims"] == doc["claims"]
     assert "data:image/png;base64" in out["html"].read_text()
+
+
+def test_study_out_that_is_a_file_is_refused(tmp_path):
+    f = tmp_path / "s"
+    f.write_text("x")
+    res = run_cli(["study", "--out", str(f), "--set", "study.variants=['plain']"])
+    assert res.exit_code == 2 and "is a file" in error_line(res)
+    assert f.read_text() == "x"
