@@ -15,9 +15,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from attnvgg.config import RUN_STAGES, RUN_VARIANTS, Config, apply_dict
+from attnvgg.artifacts import write_json
+from attnvgg.config import RUN_STAGES, RUN_VARIANTS, Config, apply_dict, parse_override, read_toml
+from attnvgg.data import builtin_model_config, load_model_toml, open_dataset, synthetic
+from attnvgg.data.train import train
 from attnvgg.errors import AttnvggError, InputError
 from attnvgg.manifest import Manifest, Step
+from attnvgg.report.study import make_study_report
+from attnvgg.study.collect import collect
+from attnvgg.study.explain import QSOFTMAX, explain, quantized_softmax_model
+from attnvgg.study.gmac import count_full_size, count_macs
+from attnvgg.study.variants import ATTENTION, builtin_recipe_matches, check_variants
 
 PRESETS = ("default", "vgg16-224")
 
@@ -306,12 +314,8 @@ def _wants_qsoftmax(cfg: Config, variants: list[str]) -> bool:
 
 def explain_step(cfg: Config, paths: "Paths", variants: list[str], out_dir: Path) -> dict:
     """Maps of every ONNX variant (and, if asked, of an INT8 model with the Softmax quantized too)."""
-    from attnvgg.study.explain import QSOFTMAX, explain, quantized_softmax_model
-
     arts: dict[str, Path] = {v: paths.variant(v) for v in variants}
     if _wants_qsoftmax(cfg, variants):
-        from attnvgg.data import open_dataset
-
         qpath = paths.root / "model.int8-qsoftmax.onnx"
         arts[QSOFTMAX] = quantized_softmax_model(paths.sim, open_dataset(cfg.calibrate.data, cfg.preprocess), qpath,
                                                  cfg.calibrate, log=_log)
@@ -403,9 +407,6 @@ def study_config(preset: str = "study", config_path: str | None = None, override
     (parity proven up to batch 8, the largest it benches, with 4 random samples per batch besides
     the images; 0.5 s bench windows), so five variants fit in minutes; then the config file and
     --set overrides, as for ``run``."""
-    from attnvgg.config import parse_override, read_toml
-    from attnvgg.study.variants import check_variants
-
     if preset not in STUDY_PRESETS:
         raise InputError(f"unknown study preset {preset!r}", f"use one of {', '.join(STUDY_PRESETS)}")
     cfg = preset_config("default")
@@ -454,11 +455,6 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
     [train] recipe with the variant's attention, the data generator version), each variant's
     pipeline in its own run folder, the MAC counts and the report in the study manifest.
     """
-    from attnvgg.artifacts import write_json
-    from attnvgg.data import load_model_toml, synthetic
-    from attnvgg.data.train import train
-    from attnvgg.study.variants import ATTENTION, builtin_recipe_matches, check_variants
-
     check_variants(cfg.study.variants)
     root = Path(cfg.study.out)
     if root.exists() and not root.is_dir():
@@ -474,8 +470,6 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
         tspec.attention = list(ATTENTION[name])
         reuse = builtin_recipe_matches(tspec) if cfg.study.reuse_builtin else None
         if reuse:
-            from attnvgg.data import builtin_model_config
-
             model_spec, pre = builtin_model_config()
             echo(f"{'train:' + name:<28} reused: {reuse}")
             toml = Path(model_spec.checkpoint).with_suffix(".toml")
@@ -490,8 +484,6 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
                                      settings={"train": _asdict(tspec), "data": f"builtin:train v{synthetic.GENERATOR_VERSION}"},
                                      outputs=[ckpt, toml]), force, echo)
             model_spec, pre, _ = load_model_toml(toml)
-        from attnvgg.config import read_toml
-
         vcfg = copy.deepcopy(cfg)
         vcfg.model, vcfg.preprocess = model_spec, pre
         vcfg.run.out = str(vdir / "run")
@@ -500,8 +492,6 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
         run_paths = Paths(Path(vcfg.run.out))
 
         def gmac_fn(sim=run_paths.sim, out=vdir / "gmac.json") -> dict:
-            from attnvgg.study.gmac import count_macs
-
             c = count_macs(sim)
             write_json(out, {**c.to_dict(nodes=True), "graph": str(sim), "input_size": model_spec.input_size})
             return {"gmac": c.gmac, "attention_share": round(c.attention_share, 5)}
@@ -512,8 +502,6 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
             size = cfg.study.full_size_input
 
             def gmac_full_fn(kinds=list(ATTENTION[name]), out=vdir / "gmac-224.json", size=size) -> dict:
-                from attnvgg.study.gmac import count_full_size
-
                 c = count_full_size(kinds, size)
                 write_json(out, {**c.to_dict(), "input_size": size, "width": 1.0, "num_classes": 1000})
                 return {"gmac": c.gmac, "attention_share": round(c.attention_share, 5)}
@@ -527,9 +515,6 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
                       "source": reuse or f"trained by this study ({vdir / 'model.pt'})"}
 
     def report_fn() -> dict:
-        from attnvgg.report.study import make_study_report
-        from attnvgg.study.collect import collect
-
         doc = collect(root, cfg.study.variants, meta)
         doc["machine_note"] = "CPU latencies from a shared 2-core machine unless stated otherwise"
         out = make_study_report(doc, root / "report")

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from attnvgg.errors import InputError
+from attnvgg.report.load import find_json
 
 EXPLAIN_PREFIX = "attnvgg-explain/"
 
 
 def find_explains(inputs: Iterable[Path]) -> list[tuple[Path, dict]]:
     """Every explain.json under the inputs (folders searched recursively), in path order."""
-    from attnvgg.report.load import find_json
-
     out = []
     for p in find_json([Path(i) for i in inputs]):
         if p.name != "explain.json":

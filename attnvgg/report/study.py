@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from attnvgg.artifacts import atomic_files
 from attnvgg.report.attention import html_section, markdown_section, png_copies
 
 DASH = "—"
@@ -145,8 +146,6 @@ def html_page(doc: dict, plot_pngs: dict[str, bytes]) -> str:
 
 def make_study_report(doc: dict, out_dir: Path | str) -> dict[str, Path]:
     """Write study.md/json/html, the plots and the overlay copies into ``out_dir`` together."""
-    from attnvgg.artifacts import atomic_files
-
     out = Path(out_dir)
     pngs = plots(doc)
     copies = png_copies(_explains(doc))

@@ -23,6 +23,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from attnvgg.artifacts import atomic_files
+from attnvgg.calibration.int8 import calibrate as run_calibrate
+from attnvgg.data import open_dataset, synthetic
+from attnvgg.data.datasets import SyntheticDataset
+from attnvgg.models.build import build_model
 from attnvgg.config import CalibrateSpec, ModelSpec, PreprocessSpec
 from attnvgg.errors import InputError
 from attnvgg.validate.maps import CHANNEL_GATE, SOFTMAX, SPATIAL_GATE, MapSite, compare_maps, gradcam
@@ -41,12 +46,8 @@ class ExplainResult:
 
 def _queries(ds: Any, n: int, cams: np.ndarray) -> list[list[tuple[float, float, str]]]:
     """Per image: query points as (y, x) fractions of the image with a label."""
-    from attnvgg.data.datasets import SyntheticDataset
-
     out = []
     if isinstance(ds, SyntheticDataset):
-        from attnvgg.data import synthetic
-
         labels = synthetic.labels(ds.split)
         s = float(synthetic.IMAGE_SIZE)
         for i in range(n):
@@ -182,8 +183,6 @@ def quantized_softmax_model(src: Path, dataset: Any, out: Path, calibrate: Calib
     """The deliberately broken INT8 model: the tensorrt flavour with no exclusion (Softmax quantized)."""
     import copy
 
-    from attnvgg.calibration.int8 import calibrate as run_calibrate
-
     spec = copy.deepcopy(calibrate)
     spec.flavour, spec.exclude_preset, spec.exclude = "tensorrt", "none", []
     run_calibrate(src, dataset, out, spec, log=log, progress=False)
@@ -197,10 +196,6 @@ def explain(model_spec: ModelSpec, preprocess: PreprocessSpec, artifacts: dict[s
 
     Everything is computed first and the files are then moved in together (no partial output).
     """
-    from attnvgg.artifacts import atomic_files
-    from attnvgg.data import open_dataset
-    from attnvgg.models.build import build_model
-
     if images < 1:
         raise InputError(f"explain needs at least one image, got {images}", "e.g. --images 4")
     for name, p in artifacts.items():

@@ -20,6 +20,9 @@ from typing import Any
 
 from attnvgg.calibration.graph import SHAPE_OPS, GraphIndex
 from attnvgg.calibration.policy import attention_sites, gate_sites
+from attnvgg.config import ExportSpec, ModelSpec
+from attnvgg.export.graph import load_onnx
+from attnvgg.export.onnx import export_onnx
 
 COUNTED_OPS = ("Conv", "Gemm", "MatMul")
 _SCALE_OPS = frozenset({"Mul", "Div", "Cast"})
@@ -218,8 +221,6 @@ def _consumers_through_shape(idx: GraphIndex, node: Any) -> list[Any]:
 def count_macs(model_or_path: Any) -> MacCount:
     """Count a graph (``onnx.ModelProto`` or a path; weights are not needed, only shapes)."""
     if isinstance(model_or_path, (str, os.PathLike)):
-        from attnvgg.export.graph import load_onnx
-
         model = load_onnx(model_or_path, load_external_data=False)
     else:
         model = model_or_path
@@ -251,9 +252,6 @@ def count_full_size(attention: list[str], input_size: int = 224, num_classes: in
     deleted; it takes ~10 s and ~2.5 GiB at 224 px, so the study caches the count.
     """
     import tempfile
-
-    from attnvgg.config import ExportSpec, ModelSpec
-    from attnvgg.export.onnx import export_onnx
 
     spec = ModelSpec(attention=list(attention), width=1.0, num_classes=num_classes, input_size=input_size, gamma=0.5)
     with tempfile.TemporaryDirectory(prefix="attnvgg-gmac-") as tmp:

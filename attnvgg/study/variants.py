@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from attnvgg.artifacts import sha256_file
+from attnvgg.config import from_dict, read_toml
+from attnvgg.data import synthetic
 from attnvgg.config import TrainSpec
 from attnvgg.errors import InputError
 
@@ -37,9 +40,6 @@ def builtin_recipe_matches(spec: TrainSpec) -> str | None:
     from importlib import resources
     from pathlib import Path
 
-    from attnvgg.artifacts import sha256_file
-    from attnvgg.config import from_dict, read_toml
-    from attnvgg.data import synthetic
 
     toml = Path(str(resources.files("attnvgg") / "assets" / "builtin.toml"))
     if not toml.is_file():

@@ -27,6 +27,10 @@ from typing import Any
 import numpy as np
 
 from attnvgg.config import MapLimits
+from attnvgg.calibration.graph import GraphIndex
+from attnvgg.export.graph import input_shape, load_onnx
+from attnvgg.models.build import build_model
+from attnvgg.runners.onnxruntime import import_ort
 from attnvgg.errors import InputError
 
 SOFTMAX = "softmax"
@@ -222,8 +226,6 @@ def onnx_map_tensors(model: Any) -> list[tuple[str, str, str]]:
     """
     import onnx
 
-    from attnvgg.calibration.graph import GraphIndex
-
     idx = GraphIndex.build(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
@@ -249,8 +251,6 @@ def onnx_maps(path: str | os.PathLike, x: np.ndarray, threads: int | None = None
 
     import onnx
 
-    from attnvgg.export.graph import input_shape, load_onnx
-    from attnvgg.runners.onnxruntime import import_ort
 
     model = load_onnx(path)
     found = onnx_map_tensors(model)
@@ -373,8 +373,6 @@ def check_limits(res: MapAgreement, limits: MapLimits) -> list[str]:
 def validate_maps(artifact: str | os.PathLike, model_spec: Any, x: np.ndarray, limits: MapLimits,
                   variant: str = "candidate") -> tuple[MapAgreement, list[str]]:
     """``validate --attention-maps``: the artifact's maps against PyTorch fp32 on ``x``, and why they fail."""
-    from attnvgg.models.build import build_model
-
     _, _, results, _ = compare_maps({variant: artifact}, build_model(model_spec), x)
     res = results[variant]
     return res, check_limits(res, limits)

@@ -17,6 +17,7 @@ import numpy as np
 
 from attnvgg.config import ModelSpec, PreprocessSpec, Tolerance, ValidateSpec
 from attnvgg.errors import InputError
+from attnvgg.validate.maps import validate_maps
 
 
 @dataclass
@@ -213,8 +214,6 @@ def format_table(result: ParityResult) -> str:
 def check_attention_maps(artifact: Path, model_spec: ModelSpec, spec: ValidateSpec, precision: str,
                          preprocess: PreprocessSpec | None) -> dict:
     """Attention-map agreement with PyTorch fp32 against ``spec.map_limits[precision]``."""
-    from attnvgg.validate.maps import validate_maps
-
     if artifact.suffix != ".onnx":
         raise InputError(f"--attention-maps needs an ONNX file, got {artifact.name}",
                          "validate the ONNX model the engine was built from")
