@@ -22,7 +22,7 @@ from attnvgg.data.train import train
 from attnvgg.errors import AttnvggError, InputError
 from attnvgg.manifest import Manifest, Step
 from attnvgg.report.study import make_study_report
-from attnvgg.study.collect import collect
+from attnvgg.study.collect import STUDY_FORMAT, collect
 from attnvgg.study.explain import QSOFTMAX, explain, quantized_softmax_model
 from attnvgg.study.gmac import count_full_size, count_macs
 from attnvgg.study.variants import ATTENTION, builtin_recipe_matches, check_variants
@@ -525,7 +525,7 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
     inputs += [Path(meta[n]["run_dir"]) / "results" / "explain" / "explain.json" for n in cfg.study.variants]
     inputs += [root / n / "gmac-224.json" for n in cfg.study.variants]
     _run_step(manifest, Step("report", "report", report_fn, inputs=inputs, optional_inputs=True,
-                             settings={"variants": cfg.study.variants, "meta": meta},
+                             settings={"variants": cfg.study.variants, "meta": meta, "format": STUDY_FORMAT},
                              outputs=[root / "report" / "study.md", root / "report" / "study.json",
                                       root / "report" / "study.html"]), force, echo)
     return {"study_dir": str(root), "seconds": round(time.perf_counter() - t_all, 1), "failed": failed,

@@ -20,7 +20,7 @@ from attnvgg.report.attention import html_section, markdown_section, png_copies
 DASH = "—"
 COLUMNS = ["variant", "engine / precision", "params (M)", "MMAC / image", "attention % of MACs",
            "GMAC full size @224", "attention % @224", "top-1 %", "drop vs fp32 (pts)", "top-1 agreement %",
-           "p50 b1 ms", "p50 b8 ms"]
+           "p50 b1 ms", "p50 b8 ms", "parity vs PyTorch"]
 
 
 def _f(v: Optional[float], fmt: str, scale: float = 1.0) -> str:
@@ -35,8 +35,18 @@ def table_rows(doc: dict) -> list[list[str]]:
         out.append([r["variant"], r["engine"], _f(r["parameters"], ".3f", 1e-6), _f(r["gmac"], ".2f", 1e3),
                     _f(r["attention_share"], ".1f", 100), _f(f.get("gmac"), ".2f"), _f(f.get("attention_share"), ".1f", 100),
                     _f(r["top1"], ".1f", 100), _f(r["drop_points"], "+.1f") if r["key"] != "pytorch" else DASH,
-                    _f(r["top1_agreement"], ".1f", 100), _f(r["p50_b1_ms"], ".2f"), _f(r["p50_b8_ms"], ".2f")])
+                    _f(r["top1_agreement"], ".1f", 100), _f(r["p50_b1_ms"], ".2f"), _f(r["p50_b8_ms"], ".2f"),
+                    _parity(r)])
     return out
+
+
+def _parity(r: dict) -> str:
+    p = r.get("parity")
+    if p is None:
+        return DASH
+    if p:
+        return "PASS"
+    return "FAIL (" + ", ".join(f.split(":")[0] for f in r.get("parity_failed", [])) + ")"
 
 
 def _plot(points: list[tuple[float, float, str]], xlabel: str, title: str, logx: bool = False) -> bytes:

@@ -15,7 +15,7 @@ from typing import Optional
 from attnvgg.artifacts import read_json
 from attnvgg.study.variants import ATTENTION, DESCRIPTION
 
-STUDY_FORMAT = "attnvgg-study/1"
+STUDY_FORMAT = "attnvgg-study/2"
 #: (label, result-file stem) of each engine/precision row of a variant
 ENGINES = (("pytorch fp32", "pytorch"), ("onnxruntime fp32", "fp32"), ("onnxruntime fp16", "fp16"),
            ("onnxruntime int8 (tensorrt flavour)", "int8-tensorrt"), ("onnxruntime int8 (cpu flavour)", "int8-cpu"))
@@ -54,6 +54,7 @@ def variant_rows(name: str, run_dir: Path, fp32_top1: Optional[float], params: i
     for label, stem in ENGINES:
         acc = _maybe(res / f"accuracy-{stem}.json")
         bench = _maybe(res / f"bench-{stem}.json")
+        parity = _maybe(res / f"parity-{stem}.json")
         if acc is None and bench is None:
             continue
         by_runner: dict[str, list[dict]] = {}
@@ -72,6 +73,10 @@ def variant_rows(name: str, run_dir: Path, fp32_top1: Optional[float], params: i
                 "drop_points": (None if top1 is None or fp32_top1 is None else round(100 * (fp32_top1 - top1), 4)),
                 "top1_agreement": (a.get("reference") or {}).get("top1_agreement") if a else None,
                 "p50_b1_ms": _p50(brows, 1), "p50_b8_ms": _p50(brows, 8),
+                "parity": None if parity is None or runner.startswith("pytorch") else bool(parity.get("passed")),
+                "parity_failed": [] if parity is None else
+                [f"{c['inputs']} b{c['batch']}: {'; '.join(c.get('reasons') or [])}" for c in parity.get("cases", [])
+                 if not c.get("passed")],
             })
     return rows
 
@@ -233,6 +238,17 @@ def check_claims(models: list[dict], rows: list[dict]) -> list[dict]:
             "verdict": "compared",
             "text": (f"top-1 {100 * a['top1']:.1f} % ({g:+.1f} points vs plain, {vs_glob:+.1f} vs global) for "
                      f"{c:+.2f} % MACs over plain{fs}") if g is not None else "no top-1 measured",
+        })
+    checked = [r for r in rows if r.get("parity") is not None]
+    if checked:
+        failed = [r for r in checked if r["parity"] is False]
+        out.append({
+            "claim": "every deployed variant passes parity against its PyTorch model",
+            "measured": {f"{r['variant']} {r['key']}": r.get("parity_failed") for r in failed},
+            "verdict": "holds" if not failed else "does not hold",
+            "text": (f"all {len(checked)} ONNX variants pass" if not failed else
+                     f"{len(failed)} of {len(checked)} fail: " + "; ".join(
+                         f"{r['variant']} {r['key']} ({', '.join(r.get('parity_failed') or [])})" for r in failed)),
         })
     drops = {r["variant"]: r["drop_points"] for r in rows if r["key"] == "int8-tensorrt" and r["drop_points"] is not None}
     if drops:

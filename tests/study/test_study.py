@@ -75,7 +75,9 @@ def test_study_report_renders_rows_claims_and_plots(tmp_path):
     models = [_model("plain", 0.928, 0.0222, 0.0), _model("global", 0.894, 0.0256, 0.133)]
     rows = [{"variant": m["variant"], "engine": e, "key": k, "parameters": 1000, "gmac": m["gmac"]["gmac"],
              "attention_gmac": 0, "attention_share": m["gmac"]["attention_share"], "top1": m["top1"] - d,
-             "drop_points": 100 * d, "top1_agreement": 0.99, "p50_b1_ms": 1.0 + d, "p50_b8_ms": 4.0}
+             "drop_points": 100 * d, "top1_agreement": 0.99, "p50_b1_ms": 1.0 + d, "p50_b8_ms": 4.0,
+             "parity": None if k == "pytorch" else m["variant"] == "plain",
+             "parity_failed": [] if m["variant"] == "plain" else ["random b1: cosine 0.9 < 0.98"]}
             for m in models for e, k, d in (("pytorch fp32", "pytorch", 0.0), ("onnxruntime int8", "int8-cpu", 0.01))]
     doc = {"format": "attnvgg-study/1", "variants": ["plain", "global"], "models": models, "rows": rows,
            "attention_maps": [], "claims": check_claims(models, rows), "difficulty": "x", "intro": "i", "method": "m"}
@@ -87,6 +89,9 @@ def test_study_report_renders_rows_claims_and_plots(tmp_path):
     assert (tmp_path / "r" / "study-top1-vs-latency.png").is_file()
     assert json.loads(out["json"].read_text())["claims"] == doc["claims"]
     assert "data:image/png;base64" in out["html"].read_text()
+    assert "| PASS |" in md and "FAIL (random b1)" in md
+    parity = next(c for c in doc["claims"] if "parity" in c["claim"])
+    assert parity["verdict"] == "does not hold" and "global int8-cpu" in parity["text"]
 
 
 def test_study_out_that_is_a_file_is_refused(tmp_path):
