@@ -522,7 +522,7 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
 
     inputs = [root / n / f for n in cfg.study.variants for f in ("gmac.json",)]
     inputs += [p for n in cfg.study.variants for p in (Path(meta[n]["run_dir"]) / "results").glob("*.json")]
-    inputs += [Path(meta[n]["run_dir"]) / "results" / "explain" / "explain.json" for n in cfg.study.variants]
+    inputs += [p for n in cfg.study.variants for p in sorted((Path(meta[n]["run_dir"]) / "results" / "explain").glob("explain*"))]
     inputs += [root / n / "gmac-224.json" for n in cfg.study.variants]
     _run_step(manifest, Step("report", "report", report_fn, inputs=inputs, optional_inputs=True,
                              settings={"variants": cfg.study.variants, "meta": meta, "format": STUDY_FORMAT},
