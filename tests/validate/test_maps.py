@@ -103,7 +103,8 @@ def test_validate_attention_maps_gates_ci(int8_pair, tmp_path):
     import json
 
     cfg = tmp_path / "limits.toml"
-    cfg.write_text("[validate.map_limits.int8]\nmin_cosine = 0.9\nmax_js = 0.01\n")
+    # random inputs (no image set from a preset), limits between the two models' agreement
+    cfg.write_text('[validate]\nimages = ""\n[validate.map_limits.int8]\nmin_cosine = 0.9\nmax_js = 0.01\n')
     args = ["--attention", "global", "--width", "0.0625", "--input-size", "32", "--num-classes", "10",
             "--gamma", "0.5", "--batches", "1", "--samples", "1", "--min-cosine", "-1", "--min-top1", "0",
             "--attention-maps", "--config", str(cfg)]
