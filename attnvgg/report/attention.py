@@ -62,7 +62,7 @@ HEAD = ["variant", "cosine (worst image, worst map)", "cosine (mean)", "JS mean 
 NOTE = ("Agreement of each variant's attention tensors (Softmax of global attention, SE/CBAM Sigmoid gates, "
         "read where the next op reads them, i.e. after Q/DQ when quantized) with PyTorch fp32 on the same images. "
         "JS: Jensen-Shannon divergence, base 2 (0 = identical rows, 1 = disjoint). "
-        "int8-tensorrt-qsoftmax is the deliberately broken case: the Softmax quantized too (exclusion preset none).")
+        "int8-cpu-qsoftmax is the deliberately broken case: the cpu flavour with nothing kept in float (--keep-float none), so the Softmax output is quantized too.")
 
 
 def _label(doc: dict) -> str:

@@ -33,7 +33,7 @@ from attnvgg.errors import InputError
 from attnvgg.validate.maps import CHANNEL_GATE, SOFTMAX, SPATIAL_GATE, MapSite, compare_maps, gradcam
 
 EXPLAIN_FORMAT = "attnvgg-explain/1"
-QSOFTMAX = "int8-tensorrt-qsoftmax"   # the deliberately broken variant: Softmax quantized too
+QSOFTMAX = "int8-cpu-qsoftmax"   # the deliberately broken variant: Softmax quantized too
 
 
 @dataclass
@@ -182,11 +182,13 @@ def render_png(img: np.ndarray, cam: np.ndarray, sites: list[MapSite], rows: lis
 
 def quantized_softmax_model(src: Path, dataset: Any, out: Path, calibrate: CalibrateSpec,
                             log: Callable[[str], None]) -> Path:
-    """The deliberately broken INT8 model: the tensorrt flavour with no exclusion (Softmax quantized)."""
+    """The deliberately broken INT8 model: the cpu flavour (ONNX Runtime's quantizer, which
+    quantizes Softmax) with nothing kept in float, so the Softmax output is 8-bit. The tensorrt
+    flavour cannot serve: ModelOpt never quantizes the Softmax, whatever ``keep_float`` says."""
     import copy
 
     spec = copy.deepcopy(calibrate)
-    spec.flavour, spec.exclude_preset, spec.exclude = "tensorrt", "none", []
+    spec.flavour, spec.keep_float, spec.exclude = "cpu", "none", []
     run_calibrate(src, dataset, out, spec, log=log, progress=False)
     return out
 

@@ -21,7 +21,7 @@ from typing import Any
 from attnvgg.calibration.graph import SHAPE_OPS, GraphIndex
 from attnvgg.calibration.policy import attention_sites, gate_sites
 from attnvgg.config import ExportSpec, ModelSpec
-from attnvgg.export.graph import load_onnx
+from attnvgg.onnxgraph import load_onnx
 from attnvgg.export.onnx import export_onnx
 
 COUNTED_OPS = ("Conv", "Gemm", "MatMul")

@@ -28,7 +28,7 @@ import numpy as np
 
 from attnvgg.config import MapLimits
 from attnvgg.calibration.graph import GraphIndex
-from attnvgg.export.graph import input_shape, load_onnx
+from attnvgg.onnxgraph import input_shape, load_onnx
 from attnvgg.models.build import build_model
 from attnvgg.runners.onnxruntime import import_ort
 from attnvgg.errors import InputError

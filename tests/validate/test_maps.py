@@ -69,7 +69,8 @@ def test_js_divergence_bounds():
 
 @pytest.fixture(scope="module")
 def int8_pair(tiny_exports, tmp_path_factory):
-    """The tiny global model in INT8 (tensorrt flavour): default exclusion, and none (Softmax quantized)."""
+    """The tiny global model in INT8 (cpu flavour, ONNX Runtime's quantizer): the default keep-float
+    policy, and none (the Softmax quantized too; ModelOpt's tensorrt flavour never quantizes it)."""
     from attnvgg.calibration.int8 import calibrate
     from attnvgg.config import CalibrateSpec, PreprocessSpec
     from attnvgg.data.datasets import ArrayDataset
@@ -79,7 +80,7 @@ def int8_pair(tiny_exports, tmp_path_factory):
                         PreprocessSpec(resize=32, crop=32), "random")
     out = {}
     for preset in ("attention", "none"):
-        spec = CalibrateSpec(flavour="tensorrt", exclude_preset=preset, batch_size=8, cache=False)
+        spec = CalibrateSpec(flavour="cpu", keep_float=preset, batch_size=8, cache=False)
         out[preset] = root / f"int8-{preset}.onnx"
         calibrate(tiny_exports["global"], data, out[preset], spec, progress=False)
     return out
@@ -92,10 +93,13 @@ def test_quantized_softmax_agrees_less_than_the_default(int8_pair):
     _, _, res, _ = compare_maps({"default": int8_pair["attention"], "qsoftmax": int8_pair["none"]},
                                 build_model(tiny_spec("global")), X)
     good, bad = res["default"], res["qsoftmax"]
-    # random tiny weights quantize badly even with the default exclusion; the Softmax quantized
-    # as well still costs ~4x the divergence (0.0094 vs 0.0025 here)
+    # random tiny weights quantize badly even with the default policy; the Softmax quantized
+    # as well still costs more
     assert bad.js_mean > 2 * good.js_mean
-    assert bad.min_cosine < good.min_cosine
+    # the largest map (block 3, 64 positions) suffers most from 8-bit rows: 4x the divergence
+    # (0.0105 vs 0.0025 here); the cosine, dominated by the large entries, moves less
+    assert bad.sites[0].js_mean > 2 * good.sites[0].js_mean
+    assert bad.sites[0].cosine < good.sites[0].cosine
 
 
 def test_validate_attention_maps_gates_ci(int8_pair, tmp_path):
