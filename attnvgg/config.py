@@ -88,21 +88,22 @@ def default_tolerances() -> dict[str, Tolerance]:
 class MapLimits:
     """The least agreement attention maps must keep with PyTorch fp32 (``validate --attention-maps``).
 
-    Measured on the built-in checkpoint (4 val images, before the tensorrt flavour moved to
-    ModelOpt): the default INT8 (ONNX Runtime, int8 symmetric) kept cosine 0.997 and mean JS
-    0.0003; with the Softmax quantized too, cosine fell to 0.60 and mean JS rose to 0.14. The
-    int8 limits sit between the two.
+    Measured on the built-in checkpoint (4 val images, worst attention block): the default INT8
+    models keep cosine >= 0.998 and mean JS <= 0.0005 (tensorrt flavour by ModelOpt: 0.9979 /
+    0.00044; cpu flavour 0.9990 / 0.00022); the cpu flavour with the Softmax quantized too
+    (--keep-float none) falls to cosine 0.9888 and mean JS 0.0046 in block 3. The int8 limits
+    sit between the two.
     """
 
-    min_cosine: float = 0.98    # worst image, every attention tensor
-    max_js: float = 0.01        # mean Jensen-Shannon divergence (base 2) of the Softmax rows
+    min_cosine: float = 0.995   # worst image, every attention tensor
+    max_js: float = 0.002       # mean Jensen-Shannon divergence (base 2) of the Softmax rows
 
 
 def default_map_limits() -> dict[str, MapLimits]:
     return {
         "fp32": MapLimits(min_cosine=0.9999, max_js=1e-4),
         "fp16": MapLimits(min_cosine=0.999, max_js=1e-3),
-        "int8": MapLimits(min_cosine=0.98, max_js=0.01),
+        "int8": MapLimits(min_cosine=0.995, max_js=0.002),
     }
 
 
