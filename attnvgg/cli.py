@@ -95,6 +95,9 @@ def simplify(src, out, check_n, force, **kw):
 @click.option("--min-cosine", type=float, default=None, help="Override the minimum cosine similarity.")
 @click.option("--min-top1", type=float, default=None, help="Override the minimum top-1 agreement (0..1).")
 @click.option("--locate", is_flag=True, default=None, help="On failure, find the first diverging layer.")
+@click.option("--attention-maps", is_flag=True, default=None,
+              help="Also fail unless the attention maps (Softmax, SE/CBAM gates) agree with PyTorch fp32 "
+                   "within [validate.map_limits] (cosine, JS divergence).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML here.")
 @handle_errors
@@ -107,7 +110,7 @@ def validate(artifact, precision, json_path, junit_path, **kw):
     prec = precision or sidecar.precision_of(artifact)
     flags = {**model_flags(kw), "validate.batches": int_list(kw.pop("batches"), "--batches"),
              "validate.providers": list(kw.pop("providers")) or None,
-             **{f"validate.{k}": kw.pop(k) for k in ("samples", "images", "locate")},
+             **{f"validate.{k}": kw.pop(k) for k in ("samples", "images", "locate", "attention_maps")},
              **{f"validate.tolerances.{prec}.{k}": kw.pop(k) for k in ("atol", "rtol", "min_cosine", "min_top1")}}
     validate_command(artifact, settings(kw, flags), prec, json_path, junit_path, explicit_batches=bool(
         flags["validate.batches"]), show=lambda res: click.echo(format_table(res)))
@@ -435,3 +438,56 @@ def train_cmd(out: str, attention: str | None, quiet: bool, **kw) -> None:
     click.echo(f"val top-1 {res['val_top1']:.4f} (gamma=0: {res['val_top1_gamma0']:.4f}) on "
                f"{res['val_images']} images; trained in {res['train_seconds']:.1f} s")
     click.echo(f"wrote {res['checkpoint']} and {res['config']}")
+
+
+# -------------------------------------------------------------------------- study / explain
+
+@cli.command("study")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML config layered over the study preset ([study], [train], any stage).")
+@click.option("--preset", default="study", show_default=True, help="The study's preset (study).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one option, e.g. --set study.variants=['plain','global'] (repeatable).")
+@click.option("--out", default=None, help="Study folder [default: runs/study].")
+@click.option("--force", is_flag=True, help="Rerun every step even if its inputs and settings are unchanged.")
+@handle_errors
+def study_cmd(config_path, preset, overrides, out, force):
+    """What attention costs and buys: train one model per variant (plain, global, SE, CBAM,
+    global on block 5), run every stage on each, count MACs, and write study.md/json/html.
+    Exit 1 if any variant's parity check failed (the report is still written)."""
+    from attnvgg.errors import CheckFailed
+    from attnvgg.pipeline import run_study, study_config
+
+    cfg = study_config(preset, config_path, list(overrides))
+    if out:
+        cfg.study.out = out
+    click.echo(f"attnvgg study: variants {', '.join(cfg.study.variants)}, folder {cfg.study.out}")
+
+    def echo(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    summary = run_study(cfg, force=force, echo=echo)
+    click.echo(f"done in {summary['seconds']:.1f} s; report: {summary['report']}")
+    if summary["failed"]:
+        raise CheckFailed(f"{len(summary['failed'])} check(s) failed: {', '.join(summary['failed'])}",
+                          "see the study report and each variant's run folder")
+
+
+@cli.command("explain")
+@click.argument("artifacts", nargs=-1, required=True)
+@config_options
+@model_options
+@click.option("--data", default=None, help="Images to explain: builtin:val (default), a folder or .npz.")
+@click.option("--images", type=int, default=None, help="How many images (the first N) [default: 4].")
+@click.option("--out", "out_dir", default="explain", show_default=True, help="Folder for explain.json and the PNGs.")
+@handle_errors
+def explain_cmd(artifacts: tuple[str, ...], out_dir: str, **kw: Any) -> None:
+    """Attention maps (Softmax, SE/CBAM gates) and Grad-CAM from PyTorch, the same maps from each
+    ONNX file, and their agreement with PyTorch fp32 (cosine, Jensen-Shannon); PNG overlays.
+    ARTIFACTS: ONNX files of one model, optionally named: fp32=model.sim.onnx int8=model.int8.onnx."""
+    from attnvgg.pipeline import explain_command
+
+    flags = {**model_flags(kw), **{f"explain.{k}": kw.pop(k) for k in ("data", "images")}}
+    r = explain_command(list(artifacts), out_dir, settings(kw, flags), log=lambda m: click.echo(m))
+    click.echo(f"wrote {r.json_path} and {len(r.pngs)} PNG(s) ({r.seconds:.1f} s)")

@@ -99,6 +99,29 @@ def default_tolerances() -> dict[str, Tolerance]:
 
 
 @dataclass
+class MapLimits:
+    """The least agreement attention maps must keep with PyTorch fp32 (``validate --attention-maps``).
+
+    Measured on the built-in checkpoint (4 val images, worst attention block): the default INT8
+    models keep cosine >= 0.998 and mean JS <= 0.0005 (tensorrt flavour by ModelOpt: 0.9979 /
+    0.00044; cpu flavour 0.9990 / 0.00022); the cpu flavour with the Softmax quantized too
+    (--keep-float none) falls to cosine 0.9888 and mean JS 0.0046 in block 3. The int8 limits
+    sit between the two.
+    """
+
+    min_cosine: float = 0.995   # worst image, every attention tensor
+    max_js: float = 0.002       # mean Jensen-Shannon divergence (base 2) of the Softmax rows
+
+
+def default_map_limits() -> dict[str, MapLimits]:
+    return {
+        "fp32": MapLimits(min_cosine=0.9999, max_js=1e-4),
+        "fp16": MapLimits(min_cosine=0.999, max_js=1e-3),
+        "int8": MapLimits(min_cosine=0.995, max_js=0.002),
+    }
+
+
+@dataclass
 class ValidateSpec:
     batches: list[int] = field(default_factory=lambda: [1, 3])   # the dynamic range ends are added
     samples: int = 8                        # random input sets per batch size (capped by images)
@@ -107,6 +130,9 @@ class ValidateSpec:
     seed: int = 0
     tolerances: dict[str, Tolerance] = field(default_factory=default_tolerances)
     locate: bool = False
+    attention_maps: bool = False            # also gate on attention-map agreement (map_limits)
+    map_images: int = 4                     # images (from ``images``, else random inputs) the maps are compared on
+    map_limits: dict[str, MapLimits] = field(default_factory=default_map_limits)
 
 
 BUILD_TARGETS = ("server", "edge")
@@ -200,7 +226,8 @@ class EvaluateSpec:
     max_top1_drop: Optional[float] = None   # fail (exit 1) if top-1 drops more than this vs the reference
 
 
-RUN_STAGES = ("export", "simplify", "fp16", "calibrate", "validate", "evaluate", "build", "bench", "report")
+RUN_STAGES = ("export", "simplify", "fp16", "calibrate", "validate", "evaluate", "explain", "build", "bench",
+              "report")
 RUN_VARIANTS = ("fp32", "fp16", "int8-tensorrt", "int8-cpu")
 
 
@@ -233,6 +260,29 @@ class BenchSpec:
     cuda_graphs: bool = False               # PyTorch on CUDA and TensorRT: replay a captured CUDA graph
     providers: list[str] = field(default_factory=lambda: ["cpu"])
     seed: int = 0                           # random inputs
+
+@dataclass
+class ExplainSpec:
+    """Attention maps across precisions (``attnvgg explain``; the run's explain stage)."""
+
+    data: str = "builtin:val"               # images the maps are drawn for (the first ``images``)
+    images: int = 4
+    quantized_softmax: bool = True          # also compare an INT8 model with the Softmax quantized (the broken case)
+
+
+STUDY_VARIANTS = ("plain", "global", "se", "cbam", "global-b5")
+
+
+@dataclass
+class StudySpec:
+    """``attnvgg study``: one model per attention variant, trained with the [train] recipe, then the run."""
+
+    out: str = "runs/study"
+    variants: list[str] = field(default_factory=lambda: list(STUDY_VARIANTS))
+    reuse_builtin: bool = True              # the shipped checkpoint stands for "global" when its recipe matches
+    full_size_gmac: bool = True             # also count GMAC of the full-size models (width 1.0) at full_size_input
+    full_size_input: int = 224
+
 
 # ---------------------------------------------------------------------------- data / train
 
@@ -290,6 +340,8 @@ class Config:
     bench: BenchSpec = field(default_factory=BenchSpec)
     mixed: MixedSpec = field(default_factory=MixedSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    explain: ExplainSpec = field(default_factory=ExplainSpec)
+    study: StudySpec = field(default_factory=StudySpec)
 
 
 # ---------------------------------------------------------------------------- load / save
@@ -360,6 +412,9 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
         merged = default_tolerances()
         merged.update(obj.tolerances)
         obj.tolerances = merged
+        limits = default_map_limits()
+        limits.update(obj.map_limits)
+        obj.map_limits = limits
     return obj
 
 
@@ -393,12 +448,13 @@ def apply_dict(obj: Any, data: dict, where: str = "") -> Any:
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             apply_dict(current, value, here)
-        elif key == "tolerances" and isinstance(value, dict):
+        elif key in ("tolerances", "map_limits") and isinstance(value, dict):
+            kind = Tolerance if key == "tolerances" else MapLimits
             for prec, tol in value.items():
                 if prec in current and isinstance(tol, dict):
                     apply_dict(current[prec], tol, f"{here}.{prec}")
                 else:
-                    current[prec] = _check_type(tol, Tolerance, f"{here}.{prec}")
+                    current[prec] = _check_type(tol, kind, f"{here}.{prec}")
         else:
             setattr(obj, key, _check_type(value, hints[key], here))
     return obj

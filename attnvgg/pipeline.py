@@ -26,14 +26,16 @@ from attnvgg.config import (
     layer,
     parse_override,
     read_config_file,
+    read_toml,
 )
 from attnvgg import sidecar
 from attnvgg.artifacts import atomic_path, check_outputs, ensure_dir, write_json
 from attnvgg.calibration.int8 import calibrate, check_spec as check_calibrate
 from attnvgg.calibration.mixed import calibrate_mixed, check_mixed
 from attnvgg.config import ModelSpec, PreprocessSpec
-from attnvgg.data import builtin_model_config, open_dataset
+from attnvgg.data import builtin_model_config, load_model_toml, open_dataset, synthetic
 from attnvgg.data.preprocess import for_model
+from attnvgg.data.train import train
 from attnvgg.engines.bench import bench_artifacts
 from attnvgg.engines.build import run_build
 from attnvgg.errors import AttnvggError, CheckFailed, InputError
@@ -44,12 +46,17 @@ from attnvgg.manifest import Manifest, Step, run_lock
 from attnvgg.models.build import torch_runner
 from attnvgg.onnxgraph import load_onnx, model_input
 from attnvgg.report import make_report
+from attnvgg.report.study import make_study_report
 from attnvgg.runners.factory import open_runner
 from attnvgg.runners.tensorrt import tensorrt_available
 from attnvgg.runners.accuracy import AccuracyResult, check_budget, evaluate
+from attnvgg.study.collect import STUDY_FORMAT, collect
+from attnvgg.study.explain import QSOFTMAX, explain, quantized_softmax_model
+from attnvgg.study.gmac import count_full_size, count_macs
+from attnvgg.study.variants import ATTENTION, builtin_recipe_matches, check_variants
 from attnvgg.validate.parity import check_spec as check_validate, validate_artifact
 
-PRESETS = ("default", "vgg16-224")
+PRESETS = ("default", "vgg16-224", "study")
 
 
 def preset_config(name: str) -> Config:
@@ -65,6 +72,18 @@ def preset_config(name: str) -> Config:
             "calibrate": {"data": "builtin:calib", "batch_size": 16},   # every one of its 256 images
             "evaluate": {"data": "builtin:val", "batch_size": 50},
             "run": {"out": "runs/default"},
+        })
+    elif name == "study":
+        # the default run, lighter where the study does not need the detail: parity proven up to
+        # batch 8 (the largest it benches) with 4 random samples per batch besides the images,
+        # 0.5 s bench windows; five variants then fit in minutes
+        cfg = preset_config("default")
+        apply_dict(cfg, {
+            "export": {"batch_max": 8},
+            "validate": {"samples": 4},
+            "bench": {"warmup": 3, "iterations": 20, "min_seconds": 0.5},
+            "run": {"out": "runs/study"},
+            "study": {"out": "runs/study"},
         })
     elif name == "vgg16-224":
         apply_dict(cfg, {
@@ -217,6 +236,21 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
         steps.append(Step(f"evaluate:{v}", "evaluate", acc_fn, inputs=[paths.variant(v), ref_logits],
                           settings=acc_settings, outputs=[out], variant=v))
 
+    # attention maps of every variant against PyTorch fp32 (skipped for a model without attention)
+    explain_dir = paths.results / "explain"
+    explain_outputs = [explain_dir / "explain.json"] + [explain_dir / f"explain-{i}.png" for i in range(cfg.explain.images)]
+    if _wants_qsoftmax(cfg, variants):
+        explain_outputs.append(paths.root / "model.int8-qsoftmax.onnx")
+
+    def explain_fn() -> dict:
+        return explain_step(cfg, paths, variants, explain_dir)
+
+    steps.append(Step("explain", "explain", explain_fn, inputs=[paths.variant(v) for v in variants] + ckpt,
+                      settings=lambda: {"explain": _asdict(cfg.explain), "model": _asdict(m),
+                                        "preprocess": _asdict(cfg.preprocess), "calibrate": _asdict(cfg.calibrate),
+                                        "data": _data_key(cfg.explain.data, cfg)},
+                      outputs=explain_outputs, skip_reason=lambda: no_attention_reason(m)))
+
     # TensorRT engines: only where tensorrt and a GPU are present
     trt_variants = [v for v in variants if v in ("fp32", "fp16", "int8-tensorrt")]
 
@@ -259,7 +293,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
         out = make_report([paths.results, paths.notes, *[p for p in sidecars if p.exists()]], paths.report)
         return {k: str(v) for k, v in out.items()}
 
-    report_inputs = [s for s in steps if s.stage in ("validate", "evaluate", "bench", "calibrate", "fp16")]
+    report_inputs = [s for s in steps if s.stage in ("validate", "evaluate", "bench", "calibrate", "fp16", "explain")]
     steps.append(Step("report", "report", report_fn,
                       inputs=[o for s in report_inputs for o in s.outputs] + [paths.notes],
                       settings={}, optional_inputs=True,
@@ -349,9 +383,28 @@ def validate_command(artifact: str, st: Settings, precision: str, json_path: str
     show(res)
     if not res.passed:
         where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
+        if res.attention_maps and res.attention_maps["failures"] and all(c.passed for c in res.cases):
+            raise CheckFailed(f"attention maps of {artifact} disagree with PyTorch fp32 "
+                              f"({res.attention_maps['failures'][0]})", "see the lines above")
         raise CheckFailed(f"parity failed for {artifact}{where}", "see the table above" + (
             "" if cfg.validate.locate else "; rerun with --locate to find the first diverging layer"))
     return res
+
+
+def explain_command(artifacts: list[str], out_dir: str, st: Settings, log: Callable[[str], None]) -> Any:
+    """``attnvgg explain``: ``name=path`` (or bare) ONNX files of one model against its PyTorch model."""
+    named: dict[str, str] = {}
+    for a in artifacts:
+        name, _, path = a.rpartition("=") if "=" in a else ("", "", a)
+        named[name or Path(path).name] = path
+    first = next(iter(named.values()))
+    for p in named.values():
+        if not Path(p).is_file():
+            raise InputError(f"model not found: {p}", "pass ONNX files that attnvgg export/convert/calibrate wrote")
+    cfg = st.cfg
+    check_outputs([Path(out_dir) / "explain.json"], list(named.values()))
+    return explain(reference_model(first, st), preprocess_for(first, cfg, given=st.gave("preprocess")), named, out_dir,
+                   data=cfg.explain.data, images=cfg.explain.images, log=log)
 
 
 def calibrate_command(model: str, out: str, st: Settings, exclude: Sequence[str] = ()) -> str:
@@ -410,6 +463,31 @@ def _acc_summary(res: AccuracyResult, max_top1_drop: float | None = None) -> dic
     agree = res.reference.top1_agreement if res.reference else None
     check_budget(res, max_top1_drop)
     return {"top1": res.top1, "top1_agreement": agree, "images": res.images}
+
+
+def no_attention_reason(m: Any) -> str | None:
+    """Why the explain stage has nothing to show: the model has no attention block."""
+    if m.arch == "vgg16_attention" and all(k == "none" for k in m.attention):
+        return "the model has no attention block (attention none,none,none): no maps to compare"
+    return None
+
+
+def _wants_qsoftmax(cfg: Config, variants: list[str]) -> bool:
+    """The broken-INT8 comparison needs a Softmax to quantize: global attention somewhere."""
+    m = cfg.model
+    return (cfg.explain.quantized_softmax and "fp32" in variants
+            and (m.arch != "vgg16_attention" or "global" in m.attention))
+
+
+def explain_step(cfg: Config, paths: "Paths", variants: list[str], out_dir: Path) -> dict:
+    """Maps of every ONNX variant (and, if asked, of an INT8 model with the Softmax quantized too)."""
+    arts: dict[str, Path] = {v: paths.variant(v) for v in variants}
+    if _wants_qsoftmax(cfg, variants):
+        qpath = paths.root / "model.int8-qsoftmax.onnx"
+        arts[QSOFTMAX] = quantized_softmax_model(paths.sim, open_dataset(cfg.calibrate.data, preprocess_for(paths.sim, cfg)), qpath,
+                                                 cfg.calibrate, log=_log)
+    r = explain(cfg.model, cfg.preprocess, arts, out_dir, data=cfg.explain.data, images=cfg.explain.images)
+    return {v: {"min_cosine": round(a["min_cosine"], 5), "js_mean": a["js_mean"]} for v, a in r.agreement.items()}
 
 
 def _data_key(name: str | None, cfg: Config) -> str | None:
@@ -530,3 +608,122 @@ def _run_locked(cfg: Config, root: Path, selected: set[str], force: bool, echo: 
     made = summary["steps"].get("report") in ("done", "cached")
     summary["report"] = str(paths.report / "report.html") if made else "not written (the report stage did not run)"
     return summary
+
+
+# --------------------------------------------------------------------------------- study
+
+STUDY_PRESETS = ("study",)
+
+
+def study_config(preset: str = "study", config_path: str | None = None, overrides: Sequence[str] = ()) -> Config:
+    """The study's settings through the one config path (preset ``study`` < --config < --set)."""
+    if preset not in STUDY_PRESETS:
+        raise InputError(f"unknown study preset {preset!r}", f"use one of {', '.join(STUDY_PRESETS)}")
+    cfg = settings(preset, config_path, overrides).cfg
+    check_variants(cfg.study.variants)
+    if cfg.study.full_size_input < 32:
+        raise InputError(f"study.full_size_input must be >= 32 (five 2x2 poolings), got {cfg.study.full_size_input}",
+                         "e.g. --set study.full_size_input=224")
+    return cfg
+
+
+def _run_step(manifest: Manifest, step: Step, force: bool, echo: Callable[[str], None]) -> str:
+    key = manifest.key(step)
+    label = f"{step.name:<28}"
+    if not force and manifest.is_fresh(step, key):
+        echo(f"{label} cached")
+        return "cached"
+    t0 = time.perf_counter()
+    try:
+        info = step.fn()
+    except AttnvggError:
+        manifest.forget(step.name)
+        raise
+    dt = time.perf_counter() - t0
+    manifest.record(step, key, dt, info)
+    echo(f"{label} {dt:6.1f} s")
+    return "done"
+
+
+def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = print) -> dict:
+    """Train (or reuse) one model per variant, run the pipeline on each, count MACs, report.
+
+    Every step is cached like ``run``'s: training in the study folder's manifest (key: the
+    [train] recipe with the variant's attention, the data generator version), each variant's
+    pipeline in its own run folder, the MAC counts and the report in the study manifest.
+    """
+    check_variants(cfg.study.variants)
+    root = Path(cfg.study.out)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"study folder {root} is a file", "pass a folder with --out")
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(root)
+    t_all = time.perf_counter()
+    meta: dict[str, dict] = {}
+    failed: list[str] = []
+    for name in cfg.study.variants:
+        vdir = root / name
+        tspec = copy.deepcopy(cfg.train)
+        tspec.attention = list(ATTENTION[name])
+        reuse = builtin_recipe_matches(tspec) if cfg.study.reuse_builtin else None
+        if reuse:
+            model_spec, pre = builtin_model_config()
+            echo(f"{'train:' + name:<28} reused: {reuse}")
+            toml = Path(model_spec.checkpoint).with_suffix(".toml")
+        else:
+            ckpt, toml = vdir / "model.pt", vdir / "model.toml"
+
+            def train_fn(tspec=tspec, ckpt=ckpt) -> dict:
+                r = train(tspec, ckpt)
+                return {"val_top1": r["val_top1"], "train_seconds": r["train_seconds"]}
+
+            _run_step(manifest, Step(f"train:{name}", "train", train_fn,
+                                     settings={"train": _asdict(tspec), "data": f"builtin:train v{synthetic.GENERATOR_VERSION}"},
+                                     outputs=[ckpt, toml]), force, echo)
+            model_spec, pre, _ = load_model_toml(toml)
+        vcfg = copy.deepcopy(cfg)
+        vcfg.model, vcfg.preprocess = model_spec, pre
+        vcfg.run.out = str(vdir / "run")
+        summary = run_pipeline(vcfg, force=force, echo=lambda line, n=name: echo(f"  {n}: {line}"))
+        failed += [f"{name}/{s}" for s in summary.get("failed", [])]
+        run_paths = Paths(Path(vcfg.run.out))
+
+        def gmac_fn(sim=run_paths.sim, out=vdir / "gmac.json") -> dict:
+            c = count_macs(sim)
+            write_json(out, {**c.to_dict(nodes=True), "graph": str(sim), "input_size": model_spec.input_size})
+            return {"gmac": c.gmac, "attention_share": round(c.attention_share, 5)}
+
+        _run_step(manifest, Step(f"gmac:{name}", "gmac", gmac_fn, inputs=[run_paths.sim], outputs=[vdir / "gmac.json"]),
+                  force, echo)
+        if cfg.study.full_size_gmac:
+            size = cfg.study.full_size_input
+
+            def gmac_full_fn(kinds=list(ATTENTION[name]), out=vdir / "gmac-224.json", size=size) -> dict:
+                c = count_full_size(kinds, size)
+                write_json(out, {**c.to_dict(), "input_size": size, "width": 1.0, "num_classes": 1000})
+                return {"gmac": c.gmac, "attention_share": round(c.attention_share, 5)}
+
+            _run_step(manifest, Step(f"gmac-full:{name}", "gmac", gmac_full_fn,
+                                     settings={"attention": list(ATTENTION[name]), "input_size": size},
+                                     outputs=[vdir / "gmac-224.json"]), force, echo)
+        result = read_toml(toml).get("result", {})
+        meta[name] = {"train": {k: result.get(k) for k in ("val_top1", "val_top1_gamma0", "val_images", "train_seconds")},
+                      "checkpoint": model_spec.checkpoint, "run_dir": vcfg.run.out,
+                      "source": reuse or f"trained by this study ({vdir / 'model.pt'})"}
+
+    def report_fn() -> dict:
+        doc = collect(root, cfg.study.variants, meta)
+        doc["machine_note"] = "CPU latencies from a shared 2-core machine unless stated otherwise"
+        out = make_study_report(doc, root / "report")
+        return {k: str(v) for k, v in out.items()}
+
+    inputs = [root / n / f for n in cfg.study.variants for f in ("gmac.json",)]
+    inputs += [p for n in cfg.study.variants for p in (Path(meta[n]["run_dir"]) / "results").glob("*.json")]
+    inputs += [p for n in cfg.study.variants for p in sorted((Path(meta[n]["run_dir"]) / "results" / "explain").glob("explain*"))]
+    inputs += [root / n / "gmac-224.json" for n in cfg.study.variants]
+    _run_step(manifest, Step("report", "report", report_fn, inputs=inputs, optional_inputs=True,
+                             settings={"variants": cfg.study.variants, "meta": meta, "format": STUDY_FORMAT},
+                             outputs=[root / "report" / "study.md", root / "report" / "study.json",
+                                      root / "report" / "study.html"]), force, echo)
+    return {"study_dir": str(root), "seconds": round(time.perf_counter() - t_all, 1), "failed": failed,
+            "report": str(root / "report" / "study.html")}

@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 
 from attnvgg.artifacts import strict_json
 from attnvgg.errors import InputError
+from attnvgg.report.attention import find_explains, html_section, markdown_section, png_copies
+from attnvgg.report.attention import summary as attention_summary
 from attnvgg.report.load import REPORT_FORMAT, collect
 from attnvgg.report.plot import pareto_front, plot_png
 from attnvgg.report.render import html_page, markdown, to_csv
@@ -75,13 +77,20 @@ def make_report(inputs: Sequence[Path] | Path | str, out_dir: Path | str,
     if out.exists() and not out.is_dir():
         raise InputError(f"report output {out} is a file", "pass a folder with --out")
     doc, png = build_document(ins, plot_batch)
-    texts = {"markdown": markdown(doc), "json": json.dumps(strict_json(doc), indent=2, allow_nan=False) + "\n",
-             "csv": to_csv(doc["rows"], doc["batches"]), "html": html_page(doc, png)}
+    explains = find_explains(ins)
+    copies = png_copies(explains)
+    doc["attention_maps"] = attention_summary(explains)
+    texts = {"markdown": markdown(doc) + markdown_section(explains, copies),
+             "json": json.dumps(strict_json(doc), indent=2, allow_nan=False) + "\n",
+             "csv": to_csv(doc["rows"], doc["batches"]),
+             "html": html_page(doc, png).replace("</body></html>", html_section(explains) + "</body></html>")}
     with atomic_files(out) as stage:
         for key, text in texts.items():
             (stage / OUTPUTS[key]).write_text(text)
         if png is not None:
             (stage / OUTPUTS["plot"]).write_bytes(png)
+        for src, name in copies.items():
+            (stage / name).write_bytes(src.read_bytes())
     stale = out / OUTPUTS["plot"]
     if png is None and stale.exists():
         stale.unlink()   # never leave an old plot beside a new report

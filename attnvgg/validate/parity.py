@@ -34,6 +34,7 @@ from attnvgg.runners.factory import open_runner
 from attnvgg.runners.metrics import compare, passes
 from attnvgg.runners.torch import TorchRunner
 from attnvgg.validate.locate import locate_divergence
+from attnvgg.validate.maps import validate_maps
 
 
 @dataclass
@@ -60,6 +61,7 @@ class ParityResult:
     locate: dict | None = None
     skipped: list[str] = field(default_factory=list)
     gate: str = "all cases"  # what the verdict rests on, in words
+    attention_maps: dict | None = None   # --attention-maps: agreement with PyTorch fp32 maps, limits, failures
 
     def to_dict(self) -> dict:
         return {**asdict(self), "cases": [asdict(c) for c in self.cases]}
@@ -262,7 +264,39 @@ def format_table(result: ParityResult) -> str:
                  f"top-1 >= {result.tolerance['min_top1']:.0%}")
     if result.locate:
         lines.append(format_locate(result.locate))
+    if result.attention_maps:
+        am = result.attention_maps
+        js = f", mean JS {am['js_mean']:.4f}" if am.get("js_mean") is not None else ""
+        lim = am["limits"]
+        lines.append(f"{'PASS' if not am['failures'] else 'FAIL'}: attention maps on {am['images']} {am['inputs']} "
+                     f"inputs: cosine min {am['min_cosine']:.4f}{js} (limits: cosine >= {lim['min_cosine']:g}, "
+                     f"mean JS <= {lim['max_js']:g})")
+        lines += [f"  {f}" for f in am["failures"]]
     return "\n".join(lines)
+
+
+def check_attention_maps(artifact: Path, model_spec: ModelSpec, spec: ValidateSpec, precision: str,
+                         preprocess: PreprocessSpec | None) -> dict:
+    """Attention-map agreement with PyTorch fp32 against ``spec.map_limits[precision]``."""
+    if artifact.suffix != ".onnx":
+        raise InputError(f"--attention-maps needs an ONNX file, got {artifact.name}",
+                         "validate the ONNX model the engine was built from")
+    if precision not in spec.map_limits:
+        raise InputError(f"no attention-map limits for precision {precision!r}",
+                         f"use one of {', '.join(spec.map_limits)}")
+    if spec.map_images < 1:
+        raise InputError(f"map_images must be >= 1, got {spec.map_images}", "e.g. --set validate.map_images=4")
+    limits = spec.map_limits[precision]
+    chw = (model_spec.in_channels, model_spec.input_size, model_spec.input_size)
+    if spec.images and preprocess is not None:
+        x = next(image_inputs(spec.images, preprocess, spec.map_images, spec.map_images), None)
+        label = spec.images
+    else:
+        x, label = None, "random"
+    if x is None:
+        x, label = next(random_inputs(chw, spec.map_images, 1, spec.seed)), "random"
+    res, failures = validate_maps(artifact, model_spec, x, limits, variant=precision)
+    return {**res.to_dict(), "inputs": label, "limits": asdict(limits), "failures": failures}
 
 
 def format_locate(loc: dict) -> str:
@@ -335,5 +369,9 @@ def validate_artifact(
         atol = tol.atol if np.isfinite(tol.atol) else 1e-2
         rtol = tol.rtol if np.isfinite(tol.rtol) else 1e-1
         result.locate = locate_divergence(artifact, build_model(model_spec), x, atol=atol, rtol=rtol)
+    if spec.attention_maps:
+        result.attention_maps = check_attention_maps(Path(artifact), model_spec, spec, result.precision, preprocess)
+        if result.attention_maps["failures"]:
+            result.passed = False
     write_results(result, json_path, junit_path)
     return result
