@@ -172,7 +172,8 @@ def simplify(src, out, check_n, force, config_path):
 @model_options
 @click.option("--batches", default=None, help="Batch sizes, e.g. 1,3 (the dynamic range's ends are added) [default: 1,3].")
 @click.option("--samples", type=int, default=None, help="Random samples per batch size [default: 8].")
-@click.option("--images", default=None, help="Also compare on these images (folder, .npy/.npz, builtin:val).")
+@click.option("--images", default=None,
+              help="Also compare on these images: folder, .npy, .npz (x/images or the input's name), Polygraphy input JSON, builtin:val.")
 @click.option("--provider", "providers", multiple=True, type=click.Choice(["cpu", "cuda"]),
               help="ONNX Runtime provider(s) [default: cpu]; cuda where present.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
@@ -184,9 +185,13 @@ def simplify(src, out, check_n, force, config_path):
 @click.option("--locate", is_flag=True, help="On failure, find the first diverging layer.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML here.")
+@click.option("--save-inputs", default=None, type=click.Path(dir_okay=False),
+              help="Save the inputs fed, in Polygraphy's JSON (polygraphy run --load-inputs).")
+@click.option("--save-outputs", default=None, type=click.Path(dir_okay=False),
+              help="Save PyTorch's outputs as Polygraphy RunResults JSON (polygraphy run --load-outputs).")
 @handle_errors
 def validate(artifact, batches, samples, images, providers, precision, atol, rtol, min_cosine, min_top1, locate,
-             json_path, junit_path, config_path, **kw):
+             json_path, junit_path, save_inputs, save_outputs, config_path, **kw):
     """Parity of an ONNX model (or engine) against the PyTorch reference. Exit 0 pass, 1 fail."""
     cfg = load_cfg(config_path)
     overridden = any(v is not None for v in kw.values())
@@ -215,7 +220,7 @@ def validate(artifact, batches, samples, images, providers, precision, atol, rto
             setattr(tol, key, value)
     pre = preprocess_spec_for(artifact) or (cfg.preprocess if config_path else None)
     res = validate_artifact(artifact, model_spec, v, json_path, junit_path, precision=prec,
-                            explicit_batches=explicit, preprocess=pre)
+                            explicit_batches=explicit, preprocess=pre, save_inputs=save_inputs, save_outputs=save_outputs)
     click.echo(format_table(res))
     if not res.passed:
         where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
@@ -363,7 +368,8 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", default=None, help="builtin:calib (default), an image folder, or a .npz/.npy file.")
+@click.option("--data", default=None,
+              help="builtin:calib (default), an image folder, .npy, .npz (x/images or the input's name, e.g. {input: x}) or Polygraphy input JSON.")
 @click.option("--out", "-o", default=None, help="Output .onnx (default: MODEL with .int8.onnx).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None)
 @click.option("--flavour", type=click.Choice(["tensorrt", "cpu"]), default=None,

@@ -17,6 +17,7 @@ import numpy as np
 
 from attnvgg.config import ModelSpec, PreprocessSpec, Tolerance, ValidateSpec
 from attnvgg.errors import InputError
+from attnvgg.validate.polygraphy_io import SavedIterations
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ParityResult:
     reference: dict
     locate: dict | None = None
     skipped: list[str] = field(default_factory=list)
+    polygraphy: dict | None = None   # saved inputs/outputs and the equivalent `polygraphy run` line
 
     def to_dict(self) -> dict:
         return {**asdict(self), "cases": [asdict(c) for c in self.cases]}
@@ -98,7 +100,10 @@ def run_parity(
     tolerance: Tolerance | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
+    saved: "SavedIterations | None" = None,
 ) -> ParityResult:
+    """Parity of every case; ``saved`` (if given) receives the first runner's inputs and the
+    PyTorch outputs, one entry per batch fed, for the Polygraphy files."""
     from attnvgg.runners.factory import open_runner
     from attnvgg.runners.torch import TorchRunner
     from attnvgg.models.build import build_model
@@ -155,10 +160,14 @@ def run_parity(
                         sources.append((spec.images, (b, image_inputs(spec.images, preprocess, b, max(spec.samples, b)))))
                 for label, (b, batches_iter) in sources:
                     refs, outs, t0 = [], [], time.perf_counter()
+                    out_name = runner.output_names()[0]
                     for x in batches_iter:
                         refs.append(ref_runner.infer({"input": x})["logits"])
                         got = runner.infer({meta.name: x})
-                        outs.append(got[runner.output_names()[0]] if "logits" not in got else got["logits"])
+                        outs.append(got[out_name] if "logits" not in got else got["logits"])
+                        if saved is not None and runner is runners[0]:
+                            saved.inputs.append({meta.name: x})
+                            saved.outputs.append({"logits" if "logits" in got else out_name: refs[-1]})
                     if not refs:
                         skipped.append(f"{label} at batch {b}: fewer images than the batch")
                         continue
@@ -194,11 +203,29 @@ def format_table(result: ParityResult) -> str:
     for s in result.skipped:
         lines.append(f"skipped: {s}")
     lines.append(f"{'PASS' if result.passed else 'FAIL'}: {sum(c.passed for c in result.cases)}/{len(result.cases)} cases within "
-                 f"atol {result.tolerance['atol']:g}, rtol {result.tolerance['rtol']:g}, cosine >= {result.tolerance['min_cosine']:g}, "
-                 f"top-1 >= {result.tolerance['min_top1']:.0%}")
+                 f"{tolerance_text(result.tolerance)}")
+    lines.append(TOLERANCE_RULE)
     if result.locate:
         lines.append(format_locate(result.locate))
+    if result.polygraphy:
+        lines.append(f"same check with Polygraphy: {result.polygraphy['command']}")
     return "\n".join(lines)
+
+
+TOLERANCE_RULE = ("rule: numpy allclose, every element |a - ref| <= atol + rtol*|ref| (max rel alone may exceed rtol); "
+                  "then cosine per sample >= min and top-1 agreement >= min")
+
+
+def tolerance_text(tol: dict) -> str:
+    """``atol 0.0001 + rtol 0.001*|ref|, cosine >= 0.99999, top-1 >= 100%`` (infinite bounds left out)."""
+    import math
+
+    parts = []
+    if not (math.isinf(tol["atol"]) and math.isinf(tol["rtol"])):
+        parts.append(f"|a-ref| <= atol {tol['atol']:g} + rtol {tol['rtol']:g}*|ref|")
+    parts.append(f"cosine >= {tol['min_cosine']:g}")
+    parts.append(f"top-1 >= {tol['min_top1']:.0%}")
+    return ", ".join(parts)
 
 
 def format_locate(loc: dict) -> str:
@@ -236,6 +263,31 @@ def junit_xml(result: ParityResult) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def polygraphy_block(result: ParityResult, saved: SavedIterations | None, save_inputs: str | os.PathLike | None,
+                     save_outputs: str | os.PathLike | None) -> dict:
+    """Write the Polygraphy files that were asked for; the equivalent ``polygraphy run`` line
+    (with placeholders for files not saved, and the option that saves them)."""
+    from attnvgg.validate import polygraphy_io as pio
+
+    tol = result.tolerance
+    max_ref = saved.max_abs_reference() if saved is not None else None
+    if saved is not None and saved.inputs:
+        if save_inputs:
+            pio.save_inputs(save_inputs, saved.inputs)
+        if save_outputs:
+            pio.save_outputs(save_outputs, saved.outputs)
+    atol = pio.polygraphy_atol(tol["atol"], tol["rtol"], max_ref if max_ref is not None else 0.0)
+    ins = str(save_inputs) if save_inputs else "INPUTS.json"
+    outs = str(save_outputs) if save_outputs else "OUTPUTS.json"
+    return {"inputs": str(save_inputs) if save_inputs else None, "outputs": str(save_outputs) if save_outputs else None,
+            "iterations": len(saved.inputs) if saved is not None else 0,
+            "atol": atol, "rtol": tol["rtol"], "max_abs_reference": max_ref,
+            "command": pio.polygraphy_command(result.artifact, ins, outs, atol, tol["rtol"])
+            + ("" if save_inputs and save_outputs else "   (write INPUTS/OUTPUTS with validate --save-inputs/--save-outputs)"),
+            "atol_rule": "atol + rtol*max|ref| over the saved reference outputs: Polygraphy fails an element only "
+                         "where |a-ref| > atol and > rtol*|ref|, so what passes allclose here passes there"}
+
+
 def write_results(result: ParityResult, json_path: str | os.PathLike | None, junit_path: str | os.PathLike | None) -> None:
     from attnvgg.artifacts import write_json, write_text
 
@@ -254,10 +306,21 @@ def validate_artifact(
     precision: str | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
+    save_inputs: str | os.PathLike | None = None,
+    save_outputs: str | os.PathLike | None = None,
 ) -> ParityResult:
-    """Parity, then (if asked and it failed) the first diverging layer; results written atomically."""
+    """Parity, then (if asked and it failed) the first diverging layer; results written atomically.
+
+    ``save_inputs``/``save_outputs``: the inputs fed and PyTorch's outputs in Polygraphy's JSON
+    formats, and ``result.polygraphy`` the ``polygraphy run`` line that checks the model on them.
+    """
+    from attnvgg.validate import polygraphy_io as pio
+
+    pio.check_destinations(save_inputs, save_outputs, artifact)
+    saved = SavedIterations([], [])   # bounded by samples x batches; also gives max|ref| for the line
     result = run_parity(artifact, model_spec, spec, precision=precision, explicit_batches=explicit_batches,
-                        preprocess=preprocess)
+                        preprocess=preprocess, saved=saved)
+    result.polygraphy = polygraphy_block(result, saved, save_inputs, save_outputs)
     if spec.locate and not result.passed and Path(artifact).suffix == ".onnx":
         from attnvgg.models.build import build_model
         from attnvgg.validate.locate import locate_divergence
