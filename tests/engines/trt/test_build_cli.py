@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -44,7 +45,8 @@ def test_dry_run_prints_plan(onnx_files, tmp_path, preset, precision):
     assert f"engine 1/1: {engine}" in text
     assert f"sidecar: {engine}.json" in text and f"trtexec script: {engine}.trtexec.sh" in text
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("trtexec: "))
-    assert f"--onnx={onnx_files[precision]}" in line and f"--saveEngine={engine}" in line
+    assert line.strip().startswith(f"trtexec: cd {out} && trtexec ")
+    assert f"--onnx={os.path.relpath(onnx_files[precision], out)}" in line and f"--saveEngine={engine.name}" in line
     assert f"--minShapes=input:{mn} --optShapes=input:{op} --maxShapes=input:{mx}" in line
     assert "--stronglyTyped" in line and "--fp16" not in line and "--int8" not in line
     assert ("--noTF32" in line) == (precision == "fp32")
