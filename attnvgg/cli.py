@@ -592,7 +592,13 @@ def run(config_path, preset, overrides, out, stages, force):
         click.echo(line)
         sys.stdout.flush()  # keep the progress lines in order with the stages' notes on stderr
 
-    summary = run_pipeline(cfg, selected, force=force, echo=echo)
+    import shlex
+
+    given = [("--preset", preset if preset != "default" else None), ("--config", config_path), ("--out", out),
+             ("--stages", stages)] + [("--set", o) for o in overrides]
+    invocation = " ".join(["attnvgg run"] + [f"{k} {shlex.quote(str(v))}" for k, v in given if v]
+                          + (["--force"] if force else []))
+    summary = run_pipeline(cfg, selected, force=force, echo=echo, invocation=invocation)
     click.echo(f"done in {summary['seconds']:.1f} s; report: {summary['report']}")
     if summary.get("failed"):
         raise CheckFailed(f"{len(summary['failed'])} check(s) failed: {', '.join(summary['failed'])}",

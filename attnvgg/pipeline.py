@@ -152,18 +152,21 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
     for v in variants:
         out_json = paths.results / f"parity-{v}.json"
         out_xml = paths.results / f"parity-{v}.xml"
+        pg_in = paths.results / f"parity-{v}.inputs.json"      # Polygraphy formats: polygraphy run
+        pg_out = paths.results / f"parity-{v}.outputs.json"    # --load-inputs/--load-outputs
 
-        def parity_fn(v=v, out_json=out_json, out_xml=out_xml) -> dict:
+        def parity_fn(v=v, out_json=out_json, out_xml=out_xml, pg_in=pg_in, pg_out=pg_out) -> dict:
             from attnvgg.validate.parity import validate_artifact
 
             r = validate_artifact(paths.variant(v), m, cfg.validate, out_json, out_xml,
-                                  precision=v.split("-")[0], preprocess=cfg.preprocess)
+                                  precision=v.split("-")[0], preprocess=cfg.preprocess,
+                                  save_inputs=pg_in, save_outputs=pg_out)
             return {"passed": r.passed, **r.worst()}
 
         steps.append(Step(f"validate:{v}", "validate", parity_fn, inputs=[paths.variant(v)] + ckpt,
                           settings=lambda: {"validate": _asdict(cfg.validate), "model": _asdict(m),
                                             "data": _data_key(cfg.validate.images, cfg)},
-                          outputs=[out_json, out_xml]))
+                          outputs=[out_json, out_xml, pg_in, pg_out]))
 
     # accuracy: PyTorch fp32 first (the reference), then every variant against it
     ref_logits = paths.results / "logits-pytorch.npz"
@@ -232,8 +235,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
     def report_fn() -> dict:
         from attnvgg.report import make_report
 
-        sidecars = [p.with_name(p.name + ".json") for p in [paths.variant(v) for v in variants]]
-        out = make_report([paths.results, paths.notes, *[p for p in sidecars if p.exists()]], paths.report)
+        out = make_report([paths.root], paths.report)    # results, notes, sidecars, engines: the whole folder
         return {k: str(v) for k, v in out.items()}
 
     report_inputs = [s for s in steps if s.stage in ("validate", "evaluate", "bench", "calibrate", "fp16")]
@@ -292,8 +294,21 @@ def _log(msg: str) -> None:
     print(f"      {msg}", file=sys.stderr)
 
 
+def run_record(cfg: Config, root: Path, invocation: str | None) -> dict:
+    """How to reproduce this run: the effective config, written beside the results as
+    ``config.toml`` (its hash names it), the command as given, attnvgg's version and commit."""
+    from attnvgg.artifacts import sha256_bytes, write_text
+    from attnvgg.config import dumps_config
+    from attnvgg.machine import code_revision
+
+    text = dumps_config(cfg)
+    write_text(root / "config.toml", text)
+    return {"invocation": invocation, "config": "config.toml", "config_sha256": sha256_bytes(text.encode()),
+            "reproduce": f"attnvgg run --config {root / 'config.toml'}", **code_revision()}
+
+
 def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = False,
-                 echo: Callable[[str], None] = print) -> dict:
+                 echo: Callable[[str], None] = print, invocation: str | None = None) -> dict:
     from attnvgg.artifacts import write_json
 
     if stages:
@@ -303,7 +318,8 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
     paths = Paths(root)
     paths.results.mkdir(exist_ok=True)
     selected = set(stages or cfg.run.stages)
-    notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model)}
+    notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model),
+                             "run": run_record(cfg, root, invocation)}
     manifest = Manifest(root)
     steps = build_steps(cfg, paths)
     summary: dict[str, Any] = {"run_dir": str(root), "steps": {}}

@@ -269,16 +269,13 @@ LABEL_KEYS = ("y", "labels")
 MODEL_INPUT = "input"          # the input name attnvgg's exports use
 
 
-def _images_key(keys: list[str], arrays: dict[str, tuple], path: Path, input_name: Optional[str]) -> str:
-    """Which array holds the images: x / images (ours), the model's input name (ModelOpt's and
-    Polygraphy's ``{input: x}``), else the one 4-D array there is."""
+def _images_key(keys: list[str], path: Path, input_name: Optional[str]) -> str:
+    """Which array holds the images: x / images (ours) or the model's input name (ModelOpt's and
+    Polygraphy's ``{input: x}``). Any other name is refused, not guessed."""
     names = [*IMAGE_KEYS, *([input_name] if input_name else []), MODEL_INPUT]
     found = next((k for k in names if k in keys), None)
     if found is not None:
         return found
-    four_d = [k for k in keys if len(arrays[k]) == 4]
-    if len(four_d) == 1:
-        return four_d[0]
     raise InputError(f"{path} has no image array: no 'x', 'images' or model input name "
                      f"'{input_name or MODEL_INPUT}' (keys: {', '.join(sorted(keys)) or 'none'})",
                      "save with numpy.savez(path, x=images, y=labels) or numpy.savez(path, input=images)")
@@ -293,11 +290,7 @@ def _load_npz(path: Path, spec: PreprocessSpec, input_name: Optional[str] = None
         raise InputError(f"cannot read {path} as .npz ({exc})", "save it with numpy.savez") from exc
     with z:
         keys = list(z.files)
-        try:
-            shapes = {k: z[k].shape for k in keys if k not in (*LABEL_KEYS, "classes")}
-        except Exception as exc:
-            raise InputError(f"cannot read arrays from {path} ({exc})", "save plain numeric arrays") from exc
-        xk = _images_key(list(shapes), shapes, path, input_name)
+        xk = _images_key([k for k in keys if k not in (*LABEL_KEYS, "classes")], path, input_name)
         yk = next((k for k in LABEL_KEYS if k in keys), None)
         try:
             x = z[xk]
@@ -319,10 +312,12 @@ def _load_polygraphy_json(path: Path, spec: PreprocessSpec, input_name: Optional
     require("polygraphy", 'pip install -c constraints.txt -e ".[cpu]"')
     from polygraphy.exception import PolygraphyException
     from polygraphy.json import load_json
+    from polygraphy.logger import G_LOGGER
 
     fix = "pass the file polygraphy run --save-inputs (or attnvgg validate --save-inputs) wrote"
     try:
-        data = load_json(str(path), description="input data")
+        with G_LOGGER.verbosity():          # its log lines are not ours; a failure becomes one InputError
+            data = load_json(str(path), description="input data")
     except (PolygraphyException, ValueError, OSError, UnicodeDecodeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
         raise InputError(f"cannot read {path} as Polygraphy input data ({first})", fix) from exc
