@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from attnvgg import console
 from attnvgg.config import RUN_STAGES, RUN_VARIANTS, Config, apply_dict
 from attnvgg.errors import AttnvggError, InputError
 from attnvgg.manifest import Manifest, Step
@@ -290,8 +290,61 @@ def _data_key(name: str | None, cfg: Config) -> str | None:
         return name
 
 
+class StageNotes:
+    """The notes of the stage that is running, printed after its stage line (not above it).
+
+    Stages log through ``_log`` while ``run`` holds their line back until they finish; outside a
+    ``run`` (a stage function called alone) a note prints at once."""
+
+    current: list[str] | None = None
+
+    def __enter__(self) -> list[str]:
+        StageNotes.current = []
+        return StageNotes.current
+
+    def __exit__(self, *exc: object) -> None:
+        StageNotes.current = None
+
+
 def _log(msg: str) -> None:
-    print(f"      {msg}", file=sys.stderr)
+    if StageNotes.current is not None:
+        StageNotes.current.append(msg)
+    else:
+        console.note(f"      {msg}")
+
+
+#: a stage still running after this many seconds gets a start line ("running ..."), so a long
+#: stage does not look hung in a CI log
+START_LINE_AFTER_S = 3.0
+
+
+def run_step(step: Step, label: str, echo: Callable[[str], None],
+             start_after_s: float | None = START_LINE_AFTER_S) -> tuple[Any, list[str], float]:
+    """Run one step: (its info, the notes it logged, seconds). A start line is echoed if it is
+    still running after ``start_after_s``; the notes are returned, for after its stage line."""
+    import threading
+
+    timer = None
+    if start_after_s is not None:
+        timer = threading.Timer(start_after_s, lambda: echo(f"{label} running ..."))
+        timer.daemon = True
+        timer.start()
+    t0 = time.perf_counter()
+    with StageNotes() as notes:
+        try:
+            info = step.fn()
+        except AttnvggError as err:
+            err.notes = list(notes)   # type: ignore[attr-defined]
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+    return info, notes, time.perf_counter() - t0
+
+
+def _notes_after(notes: list[str]) -> None:
+    for n in notes:
+        console.note(f"      {n}")
 
 
 def run_record(cfg: Config, root: Path, invocation: str | None) -> dict:
@@ -308,7 +361,8 @@ def run_record(cfg: Config, root: Path, invocation: str | None) -> dict:
 
 
 def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = False,
-                 echo: Callable[[str], None] = print, invocation: str | None = None) -> dict:
+                 echo: Callable[[str], None] = print, invocation: str | None = None,
+                 start_after_s: float | None = START_LINE_AFTER_S) -> dict:
     from attnvgg.artifacts import write_json
 
     if stages:
@@ -346,19 +400,21 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
             continue
         t0 = time.perf_counter()
         try:
-            info = step.fn()
+            info, step_notes, dt = run_step(step, label, echo, start_after_s)
         except AttnvggError as err:
             manifest.forget(step.name)
             if err.exit_code == 1:  # a failed check: record it, report it, go on
                 manifest.record(step, key, time.perf_counter() - t0, {"failed": err.one_line()}, status="failed")
                 echo(f"{label} FAILED: {err.one_line()}")
+                _notes_after(getattr(err, "notes", []))
                 summary["steps"][step.name] = "failed"
                 summary.setdefault("failed", []).append(step.name)
                 continue
+            _notes_after(getattr(err, "notes", []))
             raise
-        dt = time.perf_counter() - t0
         manifest.record(step, key, dt, info)
         echo(f"{label} {dt:6.1f} s")
+        _notes_after(step_notes)
         summary["steps"][step.name] = "done"
     summary["seconds"] = round(time.perf_counter() - t_all, 1)
     summary["report"] = str(paths.report / "report.html")

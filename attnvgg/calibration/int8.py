@@ -17,13 +17,14 @@ import contextlib
 import gc
 import io
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from attnvgg import console
+from attnvgg.console import note
 from attnvgg.artifacts import atomic_path, onnx_hash, sha256_json, sidecar_path, write_json
 from attnvgg.calibration import cache as calib_cache
 from attnvgg.calibration.graph import GraphIndex, ensure_node_names, toposort
@@ -60,10 +61,6 @@ class CalibrationResult:
     notes: list[str] = field(default_factory=list)
     parity: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)   # seconds per phase
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
 
 
 def _validate(spec: CalibrateSpec) -> None:
@@ -238,7 +235,7 @@ class RangeSession:
     """
 
     def __init__(self, model_path: str | Path, dataset: Dataset, spec: CalibrateSpec,
-                 log: Callable[[str], None] = _stderr, progress: bool = True):
+                 log: Callable[[str], None] = note, progress: bool = True):
         _validate(spec)
         self.t_start = time.perf_counter()
         self.timings: dict[str, float] = {}     # seconds per phase, summed over repeated phases
@@ -333,11 +330,8 @@ class RangeSession:
             return self.ranges
         t0 = time.perf_counter()
         batches = checked_batches(self.dataset, self.shape, self.batch, self.n_images)
-        if self.progress:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, total=-(-self.n_images // self.batch), desc=f"calibrate ({spec.method})",
-                           unit="batch", file=sys.stderr, leave=False)
+        if self.progress:   # a bar only on a terminal (tqdm disable=None): no \r in piped logs
+            batches = console.progress(batches, -(-self.n_images // self.batch), f"calibrate ({spec.method})")
         try:
             with _quiet_ort_logging():
                 ranges = _collect_ranges(self.work_src, spec, self.shape, batches, wanted, op_types, self.tmp)
@@ -441,7 +435,7 @@ def calibrate(
     dataset: Dataset,
     out: str | Path,
     spec: CalibrateSpec | None = None,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = note,
     progress: bool = True,
 ) -> CalibrationResult:
     """Write an INT8 Q/DQ model of ``model_path`` to ``out`` and its sidecar ``out.json``."""

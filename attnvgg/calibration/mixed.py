@@ -32,12 +32,12 @@ its logic is tested with a fake one.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from attnvgg.console import note
 from attnvgg.artifacts import write_json
 from attnvgg.config import CalibrateSpec, EvaluateSpec, MixedSpec
 from attnvgg.errors import CheckFailed, InputError
@@ -94,10 +94,6 @@ def select_candidates(groups: Sequence, quantized: set[str], allow_float_conv: b
     only with ``allow_float_conv``.
     """
     return [g.id for g in groups if (allow_float_conv or g.kind != "conv") and any(n in quantized for n in g.nodes)]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
 
 
 def helps(s: Sensitivity) -> bool:
@@ -210,7 +206,7 @@ def calibrate_mixed(
     out: str | Path,
     spec: CalibrateSpec | None = None,
     mixed: MixedSpec | None = None,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = note,
     progress: bool = True,
 ) -> MixedResult:
     """Search few float groups (greedy, see ``search``) that meet ``mixed.max_drop``; write that model to ``out``.

@@ -11,13 +11,13 @@ the parity check here catches conversion and rounding errors, not TensorRT's fp1
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from attnvgg.console import note
 from attnvgg.artifacts import atomic_path, onnx_hash, sidecar_path, write_json
 from attnvgg.config import Fp16Spec, Tolerance, default_tolerances
 from attnvgg.export.graph import load_onnx
@@ -36,10 +36,6 @@ class Fp16Result:
     notes: list[str] = field(default_factory=list)
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
 def _check_block_ops(ops: list[str]) -> None:
     import onnx
 
@@ -50,7 +46,7 @@ def _check_block_ops(ops: list[str]) -> None:
 
 
 def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None = None,
-                 tolerance: Tolerance | None = None, log: Callable[[str], None] = _stderr) -> Fp16Result:
+                 tolerance: Tolerance | None = None, log: Callable[[str], None] = note) -> Fp16Result:
     """Write the FP16 variant of ``model_path`` to ``out`` (+ ``out.json``); CheckFailed if parity fails.
 
     A model that fails parity is kept (with ``"passed": false`` in its sidecar) so it can be
