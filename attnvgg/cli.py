@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import click
 
-from attnvgg import __version__
+from attnvgg import __version__, console
+from attnvgg.cli_verbosity import VerbosityGroup
 from attnvgg.errors import AttnvggError
 
 
@@ -82,7 +83,7 @@ def load_cfg(config_path: str | None):
 
 # -------------------------------------------------------------------------- the group
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=VerbosityGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="attnvgg")
 def cli() -> None:
     """attnvgg: PyTorch -> ONNX -> parity -> FP16/INT8 -> TensorRT -> latency/accuracy report."""
@@ -183,7 +184,8 @@ def simplify(src, out, check_n, force, config_path):
 @click.option("--min-cosine", type=float, default=None, help="Override the minimum cosine similarity.")
 @click.option("--min-top1", type=float, default=None, help="Override the minimum top-1 agreement (0..1).")
 @click.option("--locate", is_flag=True, help="On failure, find the first diverging layer.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Write the result JSON here ('-': to stdout, the table then goes to stderr).")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML here.")
 @click.option("--save-inputs", default=None, type=click.Path(dir_okay=False),
               help="Save the inputs fed, in Polygraphy's JSON (polygraphy run --load-inputs).")
@@ -219,9 +221,17 @@ def validate(artifact, batches, samples, images, providers, precision, atol, rto
         if value is not None:
             setattr(tol, key, value)
     pre = preprocess_spec_for(artifact) or (cfg.preprocess if config_path else None)
-    res = validate_artifact(artifact, model_spec, v, json_path, junit_path, precision=prec,
+    to_stdout = json_path == "-"
+    res = validate_artifact(artifact, model_spec, v, None if to_stdout else json_path, junit_path, precision=prec,
                             explicit_batches=explicit, preprocess=pre, save_inputs=save_inputs, save_outputs=save_outputs)
-    click.echo(format_table(res))
+    if to_stdout:
+        from attnvgg.artifacts import json_text
+
+        click.echo(json_text(res.to_dict()), nl=False)
+    table = format_table(res)
+    if console.level() < console.NORMAL and res.passed:    # -q: the verdict line only
+        table = next(ln for ln in table.splitlines() if ln.startswith("PASS: "))
+    click.echo(table, err=to_stdout)
     if not res.passed:
         where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
         raise CheckFailed(f"parity failed for {artifact}{where}",
@@ -370,7 +380,8 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", default=None,
               help="builtin:calib (default), an image folder, .npy, .npz (x/images or the input's name, e.g. {input: x}) or Polygraphy input JSON.")
-@click.option("--out", "-o", default=None, help="Output .onnx (default: MODEL with .int8.onnx).")
+@click.option("--out", "-o", default=None,
+              help="Output .onnx (default: MODEL with .int8.onnx; with --max-drop .int8-mixed.onnx).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None)
 @click.option("--flavour", type=click.Choice(["tensorrt", "cpu"]), default=None,
               help="tensorrt: int8 symmetric, zero point 0 (default); cpu: uint8 asymmetric activations.")
@@ -528,6 +539,9 @@ def _mixed_options(cfg: Any, kw: dict) -> bool:
     return True
 
 
+MIXED_SUFFIX = ".int8-mixed.onnx"
+
+
 def _calibrate_mixed(model: str, out: str | None, cfg: Any) -> None:
     from attnvgg.calibration.mixed import calibrate_mixed, check_mixed
 
@@ -537,7 +551,8 @@ def _calibrate_mixed(model: str, out: str | None, cfg: Any) -> None:
     calib = _open_data(spec.data, cfg, hw, model)
     val = _open_data(cfg.mixed.val_data, cfg, hw, model)
 
-    r = calibrate_mixed(model, calib, val, out or _default_out(model, ".int8.onnx"), spec, cfg.mixed)
+    # its own default name: a search never overwrites the plain INT8 model calibrate wrote
+    r = calibrate_mixed(model, calib, val, out or _default_out(model, MIXED_SUFFIX), spec, cfg.mixed)
     s = r.search
     kept = ", ".join(r.float_groups) or "none"
     convs = ", convolutions allowed" if cfg.mixed.allow_float_conv else ""
@@ -587,8 +602,13 @@ def run(config_path, preset, overrides, out, stages, force):
     selected = None
     if stages:
         selected = [s.strip() for s in stages.split(",") if s.strip()]
-    click.echo(f"attnvgg run: preset {preset}, run folder {cfg.run.out}")
+    quiet = console.level() < console.NORMAL
+    if not quiet:
+        click.echo(f"attnvgg run: preset {preset}, run folder {cfg.run.out}")
+
     def echo(line: str) -> None:
+        if quiet and "FAILED" not in line:       # -q: only failed checks, errors and the last line
+            return
         click.echo(line)
         sys.stdout.flush()  # keep the progress lines in order with the stages' notes on stderr
 
@@ -598,7 +618,8 @@ def run(config_path, preset, overrides, out, stages, force):
              ("--stages", stages)] + [("--set", o) for o in overrides]
     invocation = " ".join(["attnvgg run"] + [f"{k} {shlex.quote(str(v))}" for k, v in given if v]
                           + (["--force"] if force else []))
-    summary = run_pipeline(cfg, selected, force=force, echo=echo, invocation=invocation)
+    summary = run_pipeline(cfg, selected, force=force, echo=echo, invocation=invocation,
+                           start_after_s=None if quiet else 3.0)
     click.echo(f"done in {summary['seconds']:.1f} s; report: {summary['report']}")
     if summary.get("failed"):
         raise CheckFailed(f"{len(summary['failed'])} check(s) failed: {', '.join(summary['failed'])}",
@@ -643,7 +664,8 @@ or TensorRT that is absent skips those runners, with the reason.""")
 @click.option("--provider", "providers", multiple=True, type=click.Choice(["cpu", "cuda"]),
               help="Device(s) for ONNX files and the PyTorch baseline [default: cpu]; engines always use the GPU.")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Replay CUDA graphs (PyTorch on CUDA, TensorRT).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the results JSON here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Write the results JSON here ('-': to stdout, the table then goes to stderr).")
 @handle_errors
 def bench_cmd(artifacts: tuple[str, ...], pytorch: bool, batches: str | None, threads: int | None,
               iterations: int | None, min_seconds: float | None, warmup: int | None, providers: tuple[str, ...],
@@ -673,9 +695,14 @@ def bench_cmd(artifacts: tuple[str, ...], pytorch: bool, batches: str | None, th
             model_spec = next((s for s in (model_spec_for(a) for a in artifacts if Path(a).is_file()) if s), None)
     from attnvgg.engines.bench import bench_artifacts, format_table
 
-    result = bench_artifacts(items, b, model_spec, json_path)
-    click.echo(format_table(result))
-    if json_path:
+    to_stdout = json_path == "-"
+    result = bench_artifacts(items, b, model_spec, None if to_stdout else json_path)
+    if to_stdout:
+        from attnvgg.artifacts import json_text
+
+        click.echo(json_text(result), nl=False)
+    click.echo(format_table(result), err=to_stdout)
+    if json_path and not to_stdout:
         click.echo(f"wrote {json_path}")
 
 
@@ -719,7 +746,7 @@ def report_cmd(results: tuple[str, ...], out_dir: str, plot_batch: int | None) -
 @click.option("--train-limit", type=int, default=None, help="Use only the first N training images (0 = all).")
 @click.option("--val-limit", type=int, default=None, help="Evaluate on the first N val images (0 = all).")
 @click.option("--threads", type=int, default=None, help="torch threads (default 2; 0 = torch's default).")
-@click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines (and no notes).")
 @handle_errors
 def train_cmd(out: str, config_path: str | None, attention: str | None, quiet: bool, **kw) -> None:
     """Train the small attention VGG on the built-in data set (seeded, reproducible)."""

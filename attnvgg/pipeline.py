@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -415,6 +416,8 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
         manifest.record(step, key, dt, info)
         echo(f"{label} {dt:6.1f} s")
         _notes_after(step_notes)
+        if info:
+            console.detail(f"      facts: {json.dumps(info, default=str)[:400]}")
         summary["steps"][step.name] = "done"
     summary["seconds"] = round(time.perf_counter() - t_all, 1)
     summary["report"] = str(paths.report / "report.html")
