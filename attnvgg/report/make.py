@@ -141,7 +141,8 @@ def build_document(inputs: Sequence[Path], plot_batch: Optional[int] = None,
 
 
 def _plot_label(r: dict, many: bool) -> str:
-    return f"{r['label']} @ {r['machine']}" if many else r["label"]
+    """Short point labels: the run folder names the machine (the table has its full name)."""
+    return f"{r['label']} [{r['run']}]" if many else r["label"]
 
 
 def make_report(inputs: Sequence[Path] | Path | str, out_dir: Path | str,

@@ -135,7 +135,7 @@ def plot_batches(rows: Sequence[dict], with_machine: bool = False, dpi: int = 12
             continue
         bs = [b for b, _ in pts]
         per_image = [v["p50_ms"] / b for b, v in pts]
-        label = r["label"] + (f" @ {r['machine']}" if with_machine else "")
+        label = r["label"] + (f" [{r['run']}]" if with_machine else "")
         ax.plot(bs, per_image, marker="o", linewidth=1.4, label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

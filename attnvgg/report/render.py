@@ -285,7 +285,7 @@ th{background:#f2f2f2}td.n{text-align:right;white-space:nowrap}tr.front td:first
 gap:2px 12px;font-size:14px}dl.facts dt{font-weight:600}dl.facts dd{margin:0}code{font-size:12px;background:#f6f6f6;
 padding:1px 3px;word-break:break-all}.noisy{color:#b00020;font-weight:600}.fail{color:#b00020;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:16px}.plots img{max-width:780px}.wide{overflow-x:auto}
-#variants td{max-width:460px}"""
+#variants td{max-width:460px}td.m{white-space:nowrap}"""
 
 
 def _facts_html(run: dict) -> str:
@@ -326,7 +326,8 @@ def _html_rows(rows: list[dict], cols: list[Column]) -> list[str]:
         cells = []
         for c in cols:
             text = c.cell(r)
-            cls = "n" if c.numeric else ("fail" if c.head.startswith("Parity vs") and text.startswith("FAIL") else "")
+            cls = "n" if c.numeric else ("fail" if c.head.startswith("Parity vs") and text.startswith("FAIL") else
+                                         "m" if c.head == "Machine" else "")
             cells.append(f'<td class="{cls}">{e(text)}</td>')
         body.append(f'<tr class="{"front" if r["on_pareto_front"] else ""}">{"".join(cells)}</tr>')
     return body
