@@ -53,8 +53,14 @@ def _run_part(run_inputs: list[Path], base: Path, index: int, many: bool, out_di
     for r in rows:
         r["run"] = name
         r["machine"] = label
+        r["artifact_paths"] = [p if p == PYTORCH else relative(p, base) for p in r.get("artifact_paths", [])]
+        for v in r["latency"].values():
+            if v.get("source"):
+                v["source"] = relative(v["source"], base)
         if r["polygraphy"]:
-            r["polygraphy"] = {**r["polygraphy"], "command": _relative_command(r["polygraphy"], base)}
+            pg = r["polygraphy"]
+            r["polygraphy"] = {**pg, "command": _relative_command(pg, base),
+                               **{k: relative(pg[k], base) for k in ("inputs", "outputs") if pg.get(k)}}
         if r["trtexec_script"]:
             script = r["trtexec_script"]
             r["trtexec_href"] = relative(script, out_dir) if out_dir is not None else None
@@ -132,10 +138,11 @@ def build_document(inputs: Sequence[Path], plot_batch: Optional[int] = None,
         "runs": [{k: p[k] for k in ("name", "header", "method", "machine", "machine_label", "reproduce", "versions",
                                     "baseline_top1")} for p in parts],
         "rows": rows,
-        "skipped": [s for p in parts for s in p["results"].skipped],
+        "skipped": [{**s, "source": relative(s["source"], base)} if s.get("source") else s
+                    for p in parts for s in p["results"].skipped],
         "machines": [m for p in parts for m in p["machines"]],
         "sources": [relative(s, base) for p in parts for s in p["results"].sources],
-        "ignored": [s for p in parts for s in p["results"].ignored],
+        "ignored": [relative(s, base) for p in parts for s in p["results"].ignored],
     }
     return doc, pngs
 

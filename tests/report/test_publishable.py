@@ -77,6 +77,7 @@ def test_header_method_reproduce_versions(tmp_path):
     # the polygraphy line and sources are relative to the run folder, no machine's absolute paths
     assert "`polygraphy run model.onnx --onnxrt --load-inputs in.json --load-outputs out.json" in md
     assert str(tmp_path) not in md and str(tmp_path) not in paths["html"].read_text()
+    assert str(tmp_path) not in paths["json"].read_text().replace(f'"polygraphy run {run}', "")
     assert "- parity/model.onnx.parity.json" in md
     doc = json.loads(paths["json"].read_text())
     v = doc["runs"][0]["versions"]
