@@ -2,7 +2,6 @@
 
 Users give a budget (top-1 points lost against fp32 on a validation subset), not a list of
 layers. The search, like NNCF's accuracy control and Intel Neural Compressor's tuning:
-
 1. quantizes everything and stops if the budget is met. Convolutions stay INT8 by default: they
    carry ~80 % of the MACs, so a model that needs a float convolution is not the fast model the
    user asked for; ``MixedSpec.allow_float_conv`` (``--allow-float-conv``) opts them in as
@@ -17,8 +16,8 @@ layers. The search, like NNCF's accuracy control and Intel Neural Compressor's t
    the quantized model). Quantizing one group alone instead would measure each group's error
    in a float model, which misses that errors compound through depth;
 4. keeps groups in float, most sensitive first, until the budget is met; a group whose
-   measured sensitivity is negative (in float, top-1 or the logit error gets worse than all
-   INT8) or zero is never kept in float (``helps``).
+   measured sensitivity is negative (in float, top-1 gets worse than all INT8) is never kept in
+   float (``helps``).
 
 The rank key is the recovered logit error (1 - mean cosine of the logits against fp32), with the
 recovered top-1 as tie-break: top-1 on a subset of N images moves in steps of 100/N points and
@@ -37,10 +36,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from attnvgg import sidecar
 from attnvgg.console import note
 from attnvgg.artifacts import write_json
 from attnvgg.config import CalibrateSpec, EvaluateSpec, MixedSpec
 from attnvgg.errors import CheckFailed, InputError
+from attnvgg.calibration import int8
+from attnvgg.calibration.graph import GraphIndex
+from attnvgg.calibration.groups import float_closure, layer_groups
+from attnvgg.calibration.policy import ExclusionPlan, Protected, plan_exclusions
+from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
+from attnvgg.runners.accuracy import evaluate
 
 #: Drops are compared with this slack: 100 * (a - b) of two fractions is not exact in binary.
 _EPS = 1e-9
@@ -74,7 +80,7 @@ class SearchResult:
     ranking: list[Sensitivity] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     evaluations: int = 0
-    not_helping: list[str] = field(default_factory=list)  # float made top-1 or the logit error worse (or no better)
+    not_helping: list[str] = field(default_factory=list)  # in float alone, top-1 got worse: never kept
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,17 +96,21 @@ _LIMIT = {False: "everything but the convolutions in float", True: "every group 
 def select_candidates(groups: Sequence, quantized: set[str], allow_float_conv: bool = False) -> list[str]:
     """Ids of the groups (``groups.LayerGroup``, graph order) the search may keep in float.
 
-    A group is a candidate when one of its nodes runs quantized in the all-INT8 model; conv groups
-    only with ``allow_float_conv``.
+    A group is a candidate when one of its nodes runs quantized, or reads a DequantizeLinear output,
+    in the all-INT8 model (``quantized``: those node names); conv groups only with ``allow_float_conv``.
+    The second case matters for the tensorrt flavour: ModelOpt quantizes only the non-residual
+    input of a residual Add, so the attention block's Add is partly INT8 without "running
+    quantized", and keeping its group in float removes that Q/DQ.
     """
     return [g.id for g in groups if (allow_float_conv or g.kind != "conv") and any(n in quantized for n in g.nodes)]
 
 
 def helps(s: Sensitivity) -> bool:
-    """Keeping a group in float must recover something and lose nothing: a negative measured
-    sensitivity (top-1 or logit error worse than all INT8) means float hurts there, and a zero
-    one means float buys nothing for the speed it costs."""
-    return s.recovered_drop >= -_EPS and s.recovered_error >= 0 and (s.recovered_drop > _EPS or s.recovered_error > 0)
+    """A group whose measured sensitivity is negative on the budget's own measure (in float,
+    top-1 is worse than all INT8) is never kept in float. A group with no effect alone, or a worse
+    logit error alone, stays a candidate: groups interact (an outlier conv and the conv after it
+    only help together), so only a measured top-1 loss rules one out."""
+    return s.recovered_drop >= -_EPS
 
 
 def search(candidates: Sequence[str], measure: Evaluator, max_drop: float,
@@ -148,7 +158,7 @@ def search(candidates: Sequence[str], measure: Evaluator, max_drop: float,
     helping = [s for s in ranking if helps(s)]
     not_helping = [s.group for s in ranking if not helps(s)]
     for g in not_helping:
-        log(f"mixed: {g} is never kept in float: in float it does not help (top-1 recovered "
+        log(f"mixed: {g} is never kept in float: in float top-1 gets worse (recovered "
             f"{next(s.recovered_drop for s in ranking if s.group == g):+.2f} points)")
     chosen: list[str] = []
     r = base
@@ -180,10 +190,41 @@ class MixedResult:
     seconds: float
     calibration: object | None = None   # int8.CalibrationResult of the written model
 
+    def summary_line(self, flavour: str, allow_float_conv: bool) -> str:
+        s = self.search
+        kept = ", ".join(self.float_groups) or "none"
+        convs = ", convolutions allowed" if allow_float_conv else ""
+        passes = f"{self.calibration_passes} calibration pass" + ("" if self.calibration_passes == 1 else "es")
+        return (f"wrote {self.output} (int8 {flavour}, mixed precision: {len(self.float_groups)} of "
+                f"{len(self.candidates)} groups in float{convs} [{kept}]; top-1 drop {s.final.drop:.2f} <= "
+                f"{s.max_drop:g} points on {self.val_images} images; {passes}{' (cache hit)' if self.cache_hit else ''}, "
+                f"{self.evaluations} evaluations, {self.seconds:.1f} s) -> {self.report}")
+
+
+def check_mixed_flags(search: dict, keep_float: str | None = None) -> None:
+    """--val-data/--val-limit/--allow-float-conv only with --max-drop; --keep-float never with it."""
+    if search.get("max_drop") is None:
+        given = [f"--{k.replace('_', '-')}" for k in ("val_data", "val_limit") if search.get(k) is not None]
+        given += ["--allow-float-conv"] if search.get("allow_float_conv") else []
+        if given:
+            raise InputError(f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to the accuracy search",
+                             "add --max-drop POINTS")
+    elif keep_float is not None:
+        raise InputError("--keep-float and --max-drop both given: the search decides what stays in float",
+                         "drop --keep-float (use --exclude NODE to force a node into float)")
+
 
 def mixed_report_path(out: Path) -> Path:
     """``model.int8.onnx`` -> ``model.int8.onnx.mixed.json``."""
     return out.with_name(out.name + ".mixed.json")
+
+
+def _dq_readers(model: object) -> list[dict]:
+    """Nodes (not Q/DQ) with at least one input from a DequantizeLinear: partly INT8."""
+    graph = model.graph  # type: ignore[attr-defined]
+    dq_out = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [{"name": n.name, "op_type": n.op_type} for n in graph.node
+            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_out for i in n.input)]
 
 
 def check_mixed(mixed: MixedSpec) -> float:
@@ -216,13 +257,6 @@ def calibrate_mixed(
     """
     import onnx
 
-    from attnvgg.calibration import int8
-    from attnvgg.calibration.graph import GraphIndex
-    from attnvgg.calibration.groups import float_closure, layer_groups
-    from attnvgg.calibration.policy import ExclusionPlan, Protected, plan_exclusions
-    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
-    from attnvgg.validate.accuracy import evaluate
-
     t0 = time.perf_counter()
     spec = spec or CalibrateSpec()
     mixed = mixed or MixedSpec()
@@ -238,8 +272,8 @@ def calibrate_mixed(
     quiet = lambda _m: None  # noqa: E731 - evaluate's per-run notes would repeat for every candidate
 
     with int8.RangeSession(src, calib, spec, log, progress) as session:
-        if spec.exclude_preset not in ("none", CalibrateSpec().exclude_preset):
-            session.note(f"exclusion preset {spec.exclude_preset!r} not applied: the accuracy search decides "
+        if spec.keep_float not in ("none", CalibrateSpec().keep_float):
+            session.note(f"--keep-float {spec.keep_float!r} not applied: the accuracy search decides "
                          "what stays in float (attention included)")
         forced = plan_exclusions(session.model, "none", spec.exclude)
         idx = GraphIndex.build(session.model)
@@ -270,10 +304,10 @@ def calibrate_mixed(
 
         def measure(float_groups: frozenset) -> Measurement:
             model, _rewired, qnodes = session.build(plan_for(float_groups), check=False)
+            if not float_groups:
+                all_int8_qnodes[:] = qnodes + _dq_readers(model)
             onnx.save(model, str(cand_path))
             del model
-            if not float_groups:
-                all_int8_qnodes[:] = qnodes
             with OnnxRuntimeRunner(cand_path, name="candidate") as runner:
                 r = evaluate(runner, val, eval_spec, reference_logits=ref.logits, progress=False, log=quiet)
             session.mark("evaluate")
@@ -313,13 +347,13 @@ def calibrate_mixed(
         }
         full = {**summary, "output": None, "steps": result.steps, "groups": [g.to_dict() for g in groups]}
         if not result.met:
-            write_json(report_path, full)
+            write_json(report_path, {**sidecar.result_header("mixed", [src]), **full})
             last = f"{result.last_resort.drop:.2f}" if result.last_resort else f"{result.final.drop:.2f}"
             if result.last_resort is not None and result.last_resort.drop <= max_drop + _EPS:
                 raise CheckFailed(
                     f"top-1 budget {max_drop:g} points not met by the groups that help in float: drop "
                     f"{result.final.drop:.2f} points on {ref.images} images with {len(result.float_groups)} group(s) in "
-                    f"float; {', '.join(result.not_helping)} made the model no better in float and are never kept "
+                    f"float; {', '.join(result.not_helping)} made top-1 worse in float and are never kept "
                     f"(details: {report_path})",
                     "raise --max-drop, or calibrate on more (or more representative) validation images: "
                     "on few images top-1 moves in large steps")
@@ -333,7 +367,8 @@ def calibrate_mixed(
         model, rewired, qnodes = session.build(plan, check=True)
         summary["search_s"] = round(time.perf_counter() - t0, 3)
         calibration = session.write(model, plan, rewired, qnodes, out, extra_sidecar={"mixed_precision": summary})
-        write_json(report_path, {**full, "search_s": summary["search_s"], "output": str(out)})
+        write_json(report_path, {**sidecar.result_header("mixed", [src, out]), **full,
+                                 "search_s": summary["search_s"], "output": str(out)})
     return MixedResult(search=result, output=out, report=report_path, float_groups=list(result.float_groups),
                        float_nodes=float_nodes, candidates=candidates, calibration_passes=passes,
                        cache_hit=session.cache_hit, evaluations=evaluations, val_images=ref.images,

@@ -15,8 +15,17 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from attnvgg.config import ModelSpec, PreprocessSpec, Tolerance, ValidateSpec
-from attnvgg.errors import InputError
+from attnvgg import sidecar
+from attnvgg.artifacts import check_outputs, write_json, write_text
+from attnvgg.config import ModelSpec, PreprocessSpec, ValidateSpec
+from attnvgg.data import open_dataset
+from attnvgg.errors import InputError, MissingDependency
+from attnvgg.models.build import build_model
+from attnvgg.runners.factory import open_runner
+from attnvgg.runners.metrics import compare, passes
+from attnvgg.runners.torch import TorchRunner
+from attnvgg.validate.locate import locate_divergence
+from attnvgg.validate import polygraphy_io as pio
 from attnvgg.validate.polygraphy_io import SavedIterations
 
 
@@ -84,8 +93,6 @@ def random_inputs(shape_chw: tuple[int, int, int], batch: int, samples: int, see
 
 
 def image_inputs(source: str, preprocess: PreprocessSpec, batch: int, limit: int) -> Iterator[np.ndarray]:
-    from attnvgg.data import open_dataset  # the data package owns loading and preprocessing
-
     ds = open_dataset(source, preprocess)
     for x, _ in ds.iter_batches(batch, limit=limit):
         if len(x) == batch:
@@ -97,27 +104,21 @@ def run_parity(
     model_spec: ModelSpec,
     spec: ValidateSpec,
     precision: str | None = None,
-    tolerance: Tolerance | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
     saved: "SavedIterations | None" = None,
 ) -> ParityResult:
     """Parity of every case; ``saved`` (if given) receives the first runner's inputs and the
     PyTorch outputs, one entry per batch fed, for the Polygraphy files."""
-    from attnvgg.runners.factory import open_runner
-    from attnvgg.runners.torch import TorchRunner
-    from attnvgg.models.build import build_model
-    from attnvgg.validate.metrics import compare, passes
-    from attnvgg.validate.reference import lineage, precision_of
-
     artifact = Path(artifact)
     if not artifact.exists():
         raise InputError(f"file not found: {artifact}", "check the path, or run attnvgg export first")
-    precision = precision or precision_of(artifact)
+    precision = precision or sidecar.precision_of(artifact)
     if precision not in spec.tolerances:
         raise InputError(f"no tolerance for precision {precision!r}", f"use one of {', '.join(spec.tolerances)}")
-    tol = tolerance or spec.tolerances[precision]
-    side = (lineage(artifact) or [{}])[0]
+    tol = spec.tolerances[precision]
+    chain = sidecar.lineage(artifact)
+    batch_range = chain[0].get("batch_range") if chain else None
     model = build_model(model_spec)
     runners = []
     skipped: list[str] = []
@@ -133,8 +134,6 @@ def run_parity(
             try:
                 runner.activate()
             except Exception as exc:
-                from attnvgg.errors import MissingDependency
-
                 if isinstance(exc, MissingDependency) and runner is not runners[0]:
                     skipped.append(f"{runner.name}: {exc}")
                     continue
@@ -149,7 +148,7 @@ def run_parity(
                         f"{artifact.name} takes input {tuple(dims)} but the reference model takes (N, {want[0]}, {want[1]}, {want[2]})",
                         "pass the --input-size/--checkpoint the model was exported with",
                     )
-                batches = batch_sizes(spec, dims, side.get("batch_range"), explicit_batches)
+                batches = batch_sizes(spec, dims, batch_range, explicit_batches)
                 sources: list[tuple[str, Any]] = []
                 for b in batches:
                     sources.append(("random", (b, random_inputs(chw, b, spec.samples, spec.seed))))
@@ -267,8 +266,6 @@ def polygraphy_block(result: ParityResult, saved: SavedIterations | None, save_i
                      save_outputs: str | os.PathLike | None) -> dict:
     """Write the Polygraphy files that were asked for; the equivalent ``polygraphy run`` line
     (with placeholders for files not saved, and the option that saves them)."""
-    from attnvgg.validate import polygraphy_io as pio
-
     tol = result.tolerance
     max_ref = saved.max_abs_reference() if saved is not None and saved.outputs else None
     if saved is not None and saved.inputs:
@@ -289,10 +286,9 @@ def polygraphy_block(result: ParityResult, saved: SavedIterations | None, save_i
 
 
 def write_results(result: ParityResult, json_path: str | os.PathLike | None, junit_path: str | os.PathLike | None) -> None:
-    from attnvgg.artifacts import write_json, write_text
-
+    check_outputs([json_path, junit_path], [result.artifact])
     if json_path:
-        write_json(json_path, result.to_dict())
+        write_json(json_path, {**sidecar.result_header("parity", [result.artifact]), **result.to_dict()})
     if junit_path:
         write_text(junit_path, junit_xml(result))
 
@@ -314,17 +310,13 @@ def validate_artifact(
     ``save_inputs``/``save_outputs``: the inputs fed and PyTorch's outputs in Polygraphy's JSON
     formats, and ``result.polygraphy`` the ``polygraphy run`` line that checks the model on them.
     """
-    from attnvgg.validate import polygraphy_io as pio
-
     pio.check_destinations(save_inputs, save_outputs, artifact)
+    check_outputs([json_path, junit_path, save_inputs, save_outputs], [artifact])
     saved = SavedIterations([], []) if (save_inputs or save_outputs) else None
     result = run_parity(artifact, model_spec, spec, precision=precision, explicit_batches=explicit_batches,
                         preprocess=preprocess, saved=saved)
     result.polygraphy = polygraphy_block(result, saved, save_inputs, save_outputs)
     if spec.locate and not result.passed and Path(artifact).suffix == ".onnx":
-        from attnvgg.models.build import build_model
-        from attnvgg.validate.locate import locate_divergence
-
         tol = spec.tolerances[result.precision]
         failing = next(c for c in result.cases if not c.passed)
         x = next(random_inputs((model_spec.in_channels, model_spec.input_size, model_spec.input_size),

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from attnvgg.artifacts import atomic_path, check_outputs
 from attnvgg.errors import InputError
 
 REFERENCE_RUNNER = "pytorch"
@@ -55,24 +56,18 @@ def _check_dest(path: Path, what: str) -> None:
 
 def check_destinations(inputs_path: Optional[str | os.PathLike], outputs_path: Optional[str | os.PathLike],
                        artifact: str | os.PathLike) -> None:
-    """Refuse bad --save-inputs/--save-outputs paths before any model runs."""
+    """Refuse bad --save-inputs/--save-outputs paths before any model runs (a folder; the model,
+    its sidecar or data file; the same file twice: the shared output check)."""
     given = [(Path(p), w) for p, w in ((inputs_path, "--save-inputs"), (outputs_path, "--save-outputs")) if p]
     for p, what in given:
         _check_dest(p, what)
-        art = Path(artifact).resolve()
-        if p.resolve() in (art, art.with_name(art.name + ".json"), art.with_name(art.name + ".data")):
-            raise InputError(f"{what} {p} would overwrite the model or its sidecar", "pick another file name")
-    if len(given) == 2 and given[0][0].resolve() == given[1][0].resolve():
-        raise InputError(f"--save-inputs and --save-outputs are the same file {given[0][0]}",
-                         "pass two file names, e.g. inputs.json and outputs.json")
+    check_outputs([inputs_path, outputs_path], [artifact])
 
 
 def save_inputs(path: str | os.PathLike, feeds: Sequence[dict[str, np.ndarray]]) -> Path:
     """Polygraphy data-loader JSON: a list of feed dicts (``polygraphy run --load-inputs``)."""
     from polygraphy.json import save_json
     from polygraphy.logger import G_LOGGER
-
-    from attnvgg.artifacts import atomic_path
 
     with atomic_path(path) as tmp, G_LOGGER.verbosity():    # no "[I] Saving ..." lines in our output
         save_json([{k: np.ascontiguousarray(v) for k, v in f.items()} for f in feeds], str(tmp))
@@ -84,8 +79,6 @@ def save_outputs(path: str | os.PathLike, outputs: Sequence[dict[str, np.ndarray
     """Polygraphy ``RunResults`` JSON with one runner (``polygraphy run --load-outputs``)."""
     from polygraphy.comparator import RunResults
     from polygraphy.logger import G_LOGGER
-
-    from attnvgg.artifacts import atomic_path
 
     results = RunResults()
     results.add([{k: np.ascontiguousarray(v) for k, v in o.items()} for o in outputs], runner_name=runner_name)

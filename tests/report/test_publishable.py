@@ -13,7 +13,7 @@ from attnvgg.report import make_report
 from attnvgg.report.facts import precision_summary
 from attnvgg.report.plot import MIN_Y_SPAN, y_limits
 from tests.conftest import run_cli
-from tests.report.conftest import MACHINE, accuracy, bench_row, write, write_results
+from tests.report.conftest import MACHINE, accuracy, bench_row, sidecar, write, write_results
 from tests.report.test_report import md_rows
 
 GPU_MACHINE = {**copy.deepcopy(MACHINE),
@@ -22,7 +22,7 @@ GPU_MACHINE = {**copy.deepcopy(MACHINE),
 GPU_MACHINE["versions"] = {**MACHINE["versions"], "tensorrt": "10.13.0", "cuda": "12.8"}
 
 EXPORT_SIDECAR = {
-    "kind": "onnx", "precision": "fp32", "stage": "export", "seconds": 7.5,
+    **sidecar("model.onnx", "export", "fp32", preprocess=None, export={}), "stage": "export", "seconds": 7.5,
     "model": {"arch": "vgg16_attention", "attention": ["global", "se", "cbam"], "width": 0.125, "num_classes": 10,
               "input_size": 32, "in_channels": 3, "checkpoint": "/home/someone/ckpt/builtin.pt", "seed": 0,
               "gamma": None, "factory": None},
@@ -30,7 +30,8 @@ EXPORT_SIDECAR = {
     "torch": "2.13.0+cpu", "onnx": "1.23.2",
     "summary": {"op_counts": {"Conv": 13, "Gemm": 3, "MatMul": 2, "Softmax": 1, "Relu": 13}, "parameters": 2115699}}
 INT8_SIDECAR = {
-    "precision": "int8", "format": "qdq", "flavour": "cpu", "method": "minmax", "calibration_s": 25.0,
+    **sidecar("model.int8.cpu.onnx", "int8", "int8"), "quant_format": "qdq", "flavour": "cpu", "method": "minmax",
+    "calibration_s": 25.0,
     "source": "run/model.onnx", "images": 256, "data": {"source": "builtin:calib", "size": 256},
     "quantized_nodes": [{"name": f"c{i}", "op_type": "Conv"} for i in range(13)]
     + [{"name": f"g{i}", "op_type": "Gemm"} for i in range(3)] + [{"name": "r", "op_type": "Relu"}],
@@ -50,7 +51,7 @@ def full_run(root: Path, machine: dict = MACHINE, load=((0.4, 0.5, 0.6), (1.1, 0
     bench["load_average"] = {"before": list(load[0]), "after": list(load[1])}
     write(run / "bench.json", bench)
     (run / "config.toml").write_text("[model]\n")
-    write(run / "notes.json", {"skipped": {}, "preset_model": EXPORT_SIDECAR["model"],
+    write(run / "notes.json", {"format": "attnvgg.notes/1", "skipped": {}, "preset_model": EXPORT_SIDECAR["model"],
                                "run": {"invocation": "attnvgg run --preset default", "config": "config.toml",
                                        "config_sha256": "c0ffee" * 10, "attnvgg": "0.1.0",
                                        "git_commit": "0123456789abcdef0123", "git_dirty": False}})
@@ -105,7 +106,7 @@ def test_per_layer_precision_summary():
     s = precision_summary("int8", chain)
     assert (s["int8"], s["fp32"], s["fp16"]) == (16, 2, 0)
     assert s["text"] == "16 of 18 compute layers int8, 2 fp32; attention kept fp32: MatMul x2, Softmax x1"
-    fp16 = precision_summary("fp16", [{"precision": "fp16", "block_ops": ["MatMul"], "keep_io_types": True},
+    fp16 = precision_summary("fp16", [sidecar("m.fp16.onnx", "fp16", "fp16", block_ops=["MatMul"], keep_io_types=True),
                                       EXPORT_SIDECAR])
     assert fp16["text"] == "16 of 18 compute layers fp16, 2 fp32 (blocked: MatMul); fp32 inputs/outputs"
     assert precision_summary("fp32", [EXPORT_SIDECAR])["text"] == "all 18 compute layers fp32"
@@ -168,10 +169,10 @@ def test_latency_vs_batch_plot(tmp_path):
 
 def test_trtexec_script_is_linked(tmp_path):
     run = full_run(tmp_path)
-    write(run / "engines" / "model.fp16.engine.json", {"format": "attnvgg.engine/1", "precision": "fp16",
-                                                       "source": str(run / "model.fp16.onnx"), "engine_bytes": 5,
-                                                       "build_seconds": 30.0, "trtexec_script":
-                                                       "model.fp16.engine.trtexec.sh"})
+    write(run / "engines" / "model.fp16.engine.json",
+          sidecar("model.fp16.engine", "engine", "fp16", tensorrt_version="10.13.0", gpu={"name": "NVIDIA L4"},
+                  build_options={}, profiles={}, source=str(run / "model.fp16.onnx"), engine_bytes=5,
+                  build_seconds=30.0, trtexec_script="model.fp16.engine.trtexec.sh"))
     bench = json.loads((run / "bench.json").read_text())
     bench["rows"].append(bench_row(str(run / "engines" / "model.fp16.engine"), "tensorrt", "fp16", 1, 1.0, 1.1, 1.0,
                                    device="cuda", compute=None))

@@ -87,10 +87,10 @@ def test_validate_refuses_save_paths_that_are_the_model(tiny_exports, tmp_path):
     shutil.copy(str(tiny_exports["se"]) + ".json", str(model) + ".json")
     before = model.read_bytes()
     res = run_cli(["validate", str(model), "--batches", "1", "--save-inputs", str(model) + ".json"])
-    assert res.exit_code == 2 and "overwrite the model" in error_line(res)
+    assert res.exit_code == 2 and "writing it would destroy" in error_line(res)
     res = run_cli(["validate", str(model), "--batches", "1", "--save-inputs", "x.json", "--save-outputs", "x.json"],
                   cwd=tmp_path)
-    assert res.exit_code == 2 and "same file" in error_line(res)
+    assert res.exit_code == 2 and "given twice" in error_line(res)
     from attnvgg.errors import InputError
     from attnvgg.validate.polygraphy_io import check_destinations
 
