@@ -259,8 +259,8 @@ def precision_summary(precision: Optional[str], chain: list[dict]) -> Optional[d
     if not isinstance(quantized, list):
         return None
     int8 = sum(1 for q in quantized if isinstance(q, dict) and q.get("op_type") in COMPUTE_OPS)
-    float_dtype = str(side.get("float_precision") or side.get("high_precision_dtype") or
-                      ("fp16" if side.get("base_precision") == "fp16" else "fp32"))
+    hp = side.get("high_precision")        # the tensorrt flavour (ModelOpt): what is not int8 runs in
+    float_dtype = str(hp) if hp in ("fp16", "fp32", "bf16") else "fp32"
     attention: dict[str, int] = {}
     for n in excluded or []:
         if isinstance(n, dict) and str(n.get("reason", "")).startswith("attention"):

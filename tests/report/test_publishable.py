@@ -111,6 +111,9 @@ def test_per_layer_precision_summary():
     assert fp16["text"] == "16 of 18 compute layers fp16, 2 fp32 (blocked: MatMul); fp32 inputs/outputs"
     assert precision_summary("fp32", [EXPORT_SIDECAR])["text"] == "all 18 compute layers fp32"
     assert precision_summary("int8", [{"precision": "int8"}]) is None          # no node lists: not guessed
+    trt = precision_summary("int8", [{**INT8_SIDECAR, "high_precision": "fp16"}, EXPORT_SIDECAR])
+    assert trt["text"] == "16 of 18 compute layers int8, 2 fp16; attention kept fp16: MatMul x2, Softmax x1"
+    assert (trt["fp16"], trt["fp32"]) == (2, 0)
 
 
 def test_report_rows_carry_the_precision_summary_and_parity_verdict(tmp_path):
