@@ -329,9 +329,13 @@ def strict_json(obj: Any) -> Any:
     return out
 
 
+def json_text(obj: Any) -> str:
+    """The strict JSON every result file holds (``--json -`` prints the same to stdout)."""
+    return json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
 def write_json(dest: str | os.PathLike, obj: Any) -> Path:
-    text = json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False)
-    return write_text(dest, text + "\n")
+    return write_text(dest, json_text(obj))
 
 
 def read_json(path: str | os.PathLike) -> Any:

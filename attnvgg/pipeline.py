@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sys
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,11 +28,11 @@ from attnvgg.config import (
     read_config_file,
     read_toml,
 )
-from attnvgg import sidecar
-from attnvgg.artifacts import atomic_path, check_outputs, ensure_dir, write_json
+from attnvgg import console, sidecar
+from attnvgg.artifacts import atomic_path, check_outputs, ensure_dir, sha256_bytes, write_json, write_text
 from attnvgg.calibration.int8 import calibrate, check_spec as check_calibrate
 from attnvgg.calibration.mixed import calibrate_mixed, check_mixed
-from attnvgg.config import ModelSpec, PreprocessSpec
+from attnvgg.config import ModelSpec, PreprocessSpec, dumps_config
 from attnvgg.data import builtin_model_config, load_model_toml, open_dataset, synthetic
 from attnvgg.data.preprocess import for_model
 from attnvgg.data.train import train
@@ -42,6 +42,7 @@ from attnvgg.errors import AttnvggError, CheckFailed, InputError
 from attnvgg.export.fp16 import convert_fp16
 from attnvgg.export.onnx import check_spec as check_export, export_onnx
 from attnvgg.export.simplify import simplify_onnx
+from attnvgg.machine import code_revision
 from attnvgg.manifest import Manifest, Step, run_lock
 from attnvgg.models.build import torch_runner
 from attnvgg.onnxgraph import load_onnx, model_input
@@ -198,10 +199,13 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
     for v in variants:
         out_json = paths.results / f"parity-{v}.json"
         out_xml = paths.results / f"parity-{v}.xml"
+        pg_in = paths.results / f"parity-{v}.inputs.json"      # Polygraphy formats: polygraphy run
+        pg_out = paths.results / f"parity-{v}.outputs.json"    # --load-inputs/--load-outputs
 
-        def parity_fn(v=v, out_json=out_json, out_xml=out_xml) -> dict:
+        def parity_fn(v=v, out_json=out_json, out_xml=out_xml, pg_in=pg_in, pg_out=pg_out) -> dict:
             r = validate_artifact(paths.variant(v), m, cfg.validate, out_json, out_xml,
-                                  precision=v.split("-")[0], preprocess=preprocess_for(paths.variant(v), cfg))
+                                  precision=v.split("-")[0], preprocess=preprocess_for(paths.variant(v), cfg),
+                                  save_inputs=pg_in, save_outputs=pg_out)
             if not r.passed:   # the results are written; the run goes on and exits 1 at the end
                 bad = [c for c in r.cases if c.gated and not c.passed]
                 first = f"{bad[0].inputs} batch {bad[0].batch}: {'; '.join(bad[0].reasons)}" if bad else "no case ran"
@@ -212,7 +216,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
         steps.append(Step(f"validate:{v}", "validate", parity_fn, inputs=[paths.variant(v)] + ckpt,
                           settings=lambda: {"validate": _asdict(cfg.validate), "model": _asdict(m),
                                             "data": _data_key(cfg.validate.images, cfg)},
-                          outputs=[out_json, out_xml], variant=v))
+                          outputs=[out_json, out_xml, pg_in, pg_out], variant=v))
 
     # accuracy: PyTorch fp32 first (the reference), then every variant against it
     ref_logits = paths.results / "logits-pytorch.npz"
@@ -289,8 +293,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
                               outputs=[out], variant=label if art else None))
 
     def report_fn() -> dict:
-        sidecars = [p.with_name(p.name + ".json") for p in [paths.variant(v) for v in variants]]
-        out = make_report([paths.results, paths.notes, *[p for p in sidecars if p.exists()]], paths.report)
+        out = make_report([paths.root], paths.report)    # results, notes, sidecars, engines: the whole folder
         return {k: str(v) for k, v in out.items()}
 
     report_inputs = [s for s in steps if s.stage in ("validate", "evaluate", "bench", "calibrate", "fp16", "explain")]
@@ -371,7 +374,8 @@ def evaluate_to_files(artifact: Path | str | None, cfg: Config, out: Path | str,
 # functions ``run`` calls, with the model and preprocessing from the artifact's sidecar.
 
 def validate_command(artifact: str, st: Settings, precision: str, json_path: str | None, junit_path: str | None,
-                     explicit_batches: bool, show: Callable[[Any], None]) -> Any:
+                     explicit_batches: bool, show: Callable[[Any], None], save_inputs: str | None = None,
+                     save_outputs: str | None = None) -> Any:
     """Parity of ``artifact`` against its PyTorch model; ``show`` gets the result before a failure
     raises CheckFailed."""
     check_outputs([json_path, junit_path], [artifact])
@@ -379,7 +383,8 @@ def validate_command(artifact: str, st: Settings, precision: str, json_path: str
     model_spec = reference_model(artifact, st)
     pre = preprocess_for(artifact, cfg, given=st.gave("preprocess")) if cfg.validate.images else None
     res = validate_artifact(artifact, model_spec, cfg.validate, json_path, junit_path, precision=precision,
-                            explicit_batches=explicit_batches, preprocess=pre)
+                            explicit_batches=explicit_batches, preprocess=pre, save_inputs=save_inputs,
+                            save_outputs=save_outputs)
     show(res)
     if not res.passed:
         where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
@@ -501,8 +506,70 @@ def _data_key(name: str | None, cfg: Config) -> str | None:
         return name
 
 
+class StageNotes:
+    """The notes of the stage that is running, printed after its stage line (not above it).
+
+    Stages log through ``_log`` while ``run`` holds their line back until they finish; outside a
+    ``run`` (a stage function called alone) a note prints at once."""
+
+    current: list[str] | None = None
+
+    def __enter__(self) -> list[str]:
+        StageNotes.current = []
+        return StageNotes.current
+
+    def __exit__(self, *exc: object) -> None:
+        StageNotes.current = None
+
+
 def _log(msg: str) -> None:
-    print(f"      {msg}", file=sys.stderr)
+    if StageNotes.current is not None:
+        StageNotes.current.append(msg)
+    else:
+        console.note(f"      {msg}")
+
+
+#: a stage still running after this many seconds gets a start line ("running ..."), so a long
+#: stage does not look hung in a CI log
+START_LINE_AFTER_S = 3.0
+
+
+def run_step(step: Step, label: str, echo: Callable[[str], None],
+             start_after_s: float | None = START_LINE_AFTER_S) -> tuple[Any, list[str], float]:
+    """Run one step: (its info, the notes it logged, seconds). A start line is echoed if it is
+    still running after ``start_after_s``; the notes are returned, for after its stage line."""
+    import threading
+
+    timer = None
+    if start_after_s is not None:
+        timer = threading.Timer(start_after_s, lambda: echo(f"{label} running ..."))
+        timer.daemon = True
+        timer.start()
+    t0 = time.perf_counter()
+    with StageNotes() as notes:
+        try:
+            info = step.fn()
+        except AttnvggError as err:
+            err.notes = list(notes)   # type: ignore[attr-defined]
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+    return info, notes, time.perf_counter() - t0
+
+
+def _notes_after(notes: list[str]) -> None:
+    for n in notes:
+        console.note(f"      {n}")
+
+
+def run_record(cfg: Config, root: Path, invocation: str | None) -> dict:
+    """How to reproduce this run: the effective config, written beside the results as
+    ``config.toml`` (its hash names it), the command as given, attnvgg's version and commit."""
+    text = dumps_config(cfg)
+    write_text(root / "config.toml", text)
+    return {"invocation": invocation, "config": "config.toml", "config_sha256": sha256_bytes(text.encode()),
+            "reproduce": f"attnvgg run --config {root / 'config.toml'}", **code_revision()}
 
 
 def check_settings(cfg: Config) -> None:
@@ -536,7 +603,8 @@ def unavailable_variants(cfg: Config, paths: Paths, selected: set[str]) -> dict[
 
 
 def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = False,
-                 echo: Callable[[str], None] = print) -> dict:
+                 echo: Callable[[str], None] = print, invocation: str | None = None,
+                 start_after_s: float | None = START_LINE_AFTER_S) -> dict:
     if stages:
         check_names(stages, RUN_STAGES, "stage")
     check_settings(cfg)
@@ -545,13 +613,15 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
         raise InputError(f"run folder {root} is a file", "pass a folder with --out")
     Manifest(root, warn=lambda m: None)   # a foreign or wrong-shaped manifest is refused before anything is touched
     with run_lock(root, echo):
-        return _run_locked(cfg, root, set(stages or cfg.run.stages), force, echo)
+        return _run_locked(cfg, root, set(stages or cfg.run.stages), force, echo, invocation, start_after_s)
 
 
-def _run_locked(cfg: Config, root: Path, selected: set[str], force: bool, echo: Callable[[str], None]) -> dict:
+def _run_locked(cfg: Config, root: Path, selected: set[str], force: bool, echo: Callable[[str], None],
+                invocation: str | None, start_after_s: float | None) -> dict:
     paths = Paths(root)
     ensure_dir(paths.results)
-    notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model)}
+    notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model),
+                             "run": run_record(cfg, root, invocation)}
     manifest = Manifest(root)
     steps = build_steps(cfg, paths)
     missing = unavailable_variants(cfg, paths, selected)
@@ -590,19 +660,23 @@ def _run_locked(cfg: Config, root: Path, selected: set[str], force: bool, echo: 
             continue
         t0 = time.perf_counter()
         try:
-            info = step.fn()
+            info, step_notes, dt = run_step(step, label, echo, start_after_s)
         except AttnvggError as err:
             manifest.forget(step.name)
             if err.exit_code == 1:  # a failed check: record it, report it, go on
                 manifest.record(step, key, time.perf_counter() - t0, {"failed": err.one_line()}, status="failed")
                 echo(f"{label} FAILED: {err.one_line()}")
+                _notes_after(getattr(err, "notes", []))
                 summary["steps"][step.name] = "failed"
                 summary.setdefault("failed", []).append(step.name)
                 continue
+            _notes_after(getattr(err, "notes", []))
             raise
-        dt = time.perf_counter() - t0
         manifest.record(step, key, dt, info)
         echo(f"{label} {dt:6.1f} s")
+        _notes_after(step_notes)
+        if info:
+            console.detail(f"      facts: {json.dumps(info, default=str)[:400]}")
         summary["steps"][step.name] = "done"
     summary["seconds"] = round(time.perf_counter() - t_all, 1)
     made = summary["steps"].get("report") in ("done", "cached")

@@ -35,6 +35,8 @@ from attnvgg.runners.metrics import compare, passes
 from attnvgg.runners.torch import TorchRunner
 from attnvgg.validate.locate import locate_divergence
 from attnvgg.validate.maps import validate_maps
+from attnvgg.validate import polygraphy_io as pio
+from attnvgg.validate.polygraphy_io import SavedIterations
 
 
 @dataclass
@@ -62,6 +64,7 @@ class ParityResult:
     skipped: list[str] = field(default_factory=list)
     gate: str = "all cases"  # what the verdict rests on, in words
     attention_maps: dict | None = None   # --attention-maps: agreement with PyTorch fp32 maps, limits, failures
+    polygraphy: dict | None = None   # saved inputs/outputs and the equivalent `polygraphy run` line
 
     def to_dict(self) -> dict:
         return {**asdict(self), "cases": [asdict(c) for c in self.cases]}
@@ -160,7 +163,10 @@ def run_parity(
     precision: str | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
+    saved: "SavedIterations | None" = None,
 ) -> ParityResult:
+    """Parity of every case; ``saved`` (if given) receives the first runner's inputs and the
+    PyTorch outputs, one entry per batch fed, for the Polygraphy files."""
     check_spec(spec)
     artifact = Path(artifact)
     if not artifact.exists():
@@ -211,10 +217,14 @@ def run_parity(
                         sources.append((spec.images, (b, image_inputs(spec.images, preprocess, b, max(spec.samples, b)))))
                 for label, (b, batches_iter) in sources:
                     refs, outs, t0 = [], [], time.perf_counter()
+                    out_name = runner.output_names()[0]
                     for x in batches_iter:
                         refs.append(ref_runner.infer({"input": x})["logits"])
                         got = runner.infer({meta.name: x})
-                        outs.append(got[runner.output_names()[0]] if "logits" not in got else got["logits"])
+                        outs.append(got[out_name] if "logits" not in got else got["logits"])
+                        if saved is not None and runner is runners[0]:
+                            saved.inputs.append({meta.name: x})
+                            saved.outputs.append({"logits" if "logits" in got else out_name: refs[-1]})
                     if not refs:
                         skipped.append(f"{label} at batch {b}: fewer images than the batch")
                         continue
@@ -260,10 +270,12 @@ def format_table(result: ParityResult) -> str:
     elif result.gate != "all cases":
         lines.append(f"gated on {result.gate}")
     lines.append(f"{'PASS' if result.passed else 'FAIL'}: {sum(c.passed for c in gated)}/{len(gated)} gated cases within "
-                 f"atol {result.tolerance['atol']:g}, rtol {result.tolerance['rtol']:g}, cosine >= {result.tolerance['min_cosine']:g}, "
-                 f"top-1 >= {result.tolerance['min_top1']:.0%}")
+                 f"{tolerance_text(result.tolerance)}")
+    lines.append(TOLERANCE_RULE)
     if result.locate:
         lines.append(format_locate(result.locate))
+    if result.polygraphy:
+        lines.append(f"same check with Polygraphy: {result.polygraphy['command']}")
     if result.attention_maps:
         am = result.attention_maps
         js = f", mean JS {am['js_mean']:.4f}" if am.get("js_mean") is not None else ""
@@ -297,6 +309,22 @@ def check_attention_maps(artifact: Path, model_spec: ModelSpec, spec: ValidateSp
         x, label = next(random_inputs(chw, spec.map_images, 1, spec.seed)), "random"
     res, failures = validate_maps(artifact, model_spec, x, limits, variant=precision)
     return {**res.to_dict(), "inputs": label, "limits": asdict(limits), "failures": failures}
+
+
+TOLERANCE_RULE = ("rule: numpy allclose, every element |a - ref| <= atol + rtol*|ref| (max rel alone may exceed rtol); "
+                  "then cosine per sample >= min and top-1 agreement >= min")
+
+
+def tolerance_text(tol: dict) -> str:
+    """``atol 0.0001 + rtol 0.001*|ref|, cosine >= 0.99999, top-1 >= 100%`` (infinite bounds left out)."""
+    import math
+
+    parts = []
+    if not (math.isinf(tol["atol"]) and math.isinf(tol["rtol"])):
+        parts.append(f"abs(a-ref) <= atol {tol['atol']:g} + rtol {tol['rtol']:g}*abs(ref)")
+    parts.append(f"cosine >= {tol['min_cosine']:g}")
+    parts.append(f"top-1 >= {tol['min_top1']:.0%}")
+    return ", ".join(parts)
 
 
 def format_locate(loc: dict) -> str:
@@ -340,6 +368,29 @@ def junit_xml(result: ParityResult) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def polygraphy_block(result: ParityResult, saved: SavedIterations | None, save_inputs: str | os.PathLike | None,
+                     save_outputs: str | os.PathLike | None) -> dict:
+    """Write the Polygraphy files that were asked for; the equivalent ``polygraphy run`` line
+    (with placeholders for files not saved, and the option that saves them)."""
+    tol = result.tolerance
+    max_ref = saved.max_abs_reference() if saved is not None and saved.outputs else None
+    if saved is not None and saved.inputs:
+        if save_inputs:
+            pio.save_inputs(save_inputs, saved.inputs)
+        if save_outputs:
+            pio.save_outputs(save_outputs, saved.outputs)
+    atol, rtol = pio.polygraphy_tolerances(tol["atol"], tol["rtol"])
+    ins = str(save_inputs) if save_inputs else "INPUTS.json"
+    outs = str(save_outputs) if save_outputs else "OUTPUTS.json"
+    return {"inputs": str(save_inputs) if save_inputs else None, "outputs": str(save_outputs) if save_outputs else None,
+            "iterations": len(saved.inputs) if saved is not None else 0,
+            "atol": atol, "rtol": rtol, "max_abs_reference": max_ref,
+            "command": pio.polygraphy_command(result.artifact, ins, outs, atol, rtol)
+            + ("" if save_inputs and save_outputs else "   (write INPUTS/OUTPUTS with validate --save-inputs/--save-outputs)"),
+            "tolerance_rule": "twice attnvgg's atol and rtol: Polygraphy fails an element only where |a-ref| > atol "
+                              "and > rtol*|ref|, so what passes numpy's allclose here passes there"}
+
+
 def write_results(result: ParityResult, json_path: str | os.PathLike | None, junit_path: str | os.PathLike | None) -> None:
     check_outputs([json_path, junit_path], [result.artifact])
     if json_path:
@@ -357,10 +408,20 @@ def validate_artifact(
     precision: str | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
+    save_inputs: str | os.PathLike | None = None,
+    save_outputs: str | os.PathLike | None = None,
 ) -> ParityResult:
-    """Parity, then (if asked and it failed) the first diverging layer; results written atomically."""
+    """Parity, then (if asked and it failed) the first diverging layer; results written atomically.
+
+    ``save_inputs``/``save_outputs``: the inputs fed and PyTorch's outputs in Polygraphy's JSON
+    formats, and ``result.polygraphy`` the ``polygraphy run`` line that checks the model on them.
+    """
+    pio.check_destinations(save_inputs, save_outputs, artifact)
+    check_outputs([json_path, junit_path, save_inputs, save_outputs], [artifact])
+    saved = SavedIterations([], []) if (save_inputs or save_outputs) else None
     result = run_parity(artifact, model_spec, spec, precision=precision, explicit_batches=explicit_batches,
-                        preprocess=preprocess)
+                        preprocess=preprocess, saved=saved)
+    result.polygraphy = polygraphy_block(result, saved, save_inputs, save_outputs)
     failing = next((c for c in result.cases if c.gated and not c.passed), None)
     if spec.locate and failing is not None and Path(artifact).suffix == ".onnx":
         tol = spec.tolerances[result.precision]
