@@ -226,11 +226,11 @@ def markdown(doc: dict) -> str:
     if _variant_rows(doc):
         lines += ["## Parity and precision per variant", "",
                   markdown_table(_variant_rows(doc), variant_columns(many)), "",
-                  f"Parity tolerance {TOLERANCE_RULE}.", ""]
+                  md(f"Parity tolerance {TOLERANCE_RULE}."), ""]
     if doc["baseline_top1"] is None and not many:
         lines += ["No PyTorch fp32 top-1 in the inputs, so no drop is computed.", ""]
     if doc["plot"]["batch"] is not None:
-        front = ", ".join(doc["plot"]["pareto_front"]) or DASH
+        front = ", ".join(md(x) for x in doc["plot"]["pareto_front"]) or DASH
         lines += [f"Pareto front at batch {doc['plot']['batch']} (p50 latency vs {doc['plot']['y_label']}): {front}", ""]
     chk = checks(doc)
     if chk:
@@ -243,14 +243,14 @@ def markdown(doc: dict) -> str:
                 lines.append(f"- {who}: trtexec `{c['trtexec_script']}`")
         lines.append("")
     if doc["skipped"]:
-        lines += ["## Skipped", ""] + [f"- {s['what']}: {s['reason']}" if s["what"] else f"- {s['reason']}"
+        lines += ["## Skipped", ""] + [f"- {md(s['what'])}: {md(s['reason'])}" if s["what"] else f"- {md(s['reason'])}"
                                        for s in doc["skipped"]] + [""]
     lines += ["## Machines and versions", ""]
     for run in doc["runs"]:
         title = _run_title(run, many) + ": " if many else ""
         lines.append(f"- {title}" + (machine_line(run["machine"]) if run["machine"] else "no bench result, no machine"))
         lines.append(f"  - versions: {versions_line(run['versions'])}")
-    lines += ["", "## Sources", ""] + [f"- {s}" for s in doc["sources"]] + [""]
+    lines += ["", "## Sources", ""] + [f"- {md(s)}" for s in doc["sources"]] + [""]
     return "\n".join(lines)
 
 

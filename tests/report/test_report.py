@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import base64
 import csv
 import io
@@ -36,7 +38,8 @@ def md_rows(text: str, table: int = 0) -> dict[tuple[str, str, str], list[str]]:
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     out = {}
     for ln in lines[2:]:
-        cells = [c.strip() for c in ln.strip("|").split("|")]
+        # cells as a Markdown renderer reads them: split on unescaped pipes, backslash escapes undone
+        cells = [re.sub(r"\\(.)", r"\1", c).strip() for c in re.split(r"(?<!\\)\|", ln.strip()[1:-1])]
         assert len(cells) == len(header)
         out[(cells[0], cells[1], cells[2])] = dict(zip(header, cells))
     return out
