@@ -16,6 +16,10 @@ import click
 
 from attnvgg import __version__
 from attnvgg.errors import AttnvggError
+from attnvgg.runners.factory import PROVIDERS as RUNNER_CHOICES
+
+RUNNER_HELP = ("cpu/cuda = ONNX Runtime's providers, openvino = OpenVINO CPU f32, "
+               "openvino-bf16 = OpenVINO CPU with bf16 inference precision (where the CPU has it)")
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -173,10 +177,10 @@ def simplify(src, out, check_n, force, config_path):
 @click.option("--batches", default=None, help="Batch sizes, e.g. 1,3 (the dynamic range's ends are added) [default: 1,3].")
 @click.option("--samples", type=int, default=None, help="Random samples per batch size [default: 8].")
 @click.option("--images", default=None, help="Also compare on these images (folder, .npy/.npz, builtin:val).")
-@click.option("--provider", "providers", multiple=True, type=click.Choice(["cpu", "cuda"]),
-              help="ONNX Runtime provider(s) [default: cpu]; cuda where present.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
-              help="Tolerance set to use [default: read from the model].")
+@click.option("--provider", "--runner", "providers", multiple=True, type=click.Choice(RUNNER_CHOICES),
+              help=f"Runner(s) of an ONNX file [default: cpu]; {RUNNER_HELP}.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None,
+              help="Tolerance set to use for every runner [default: the model's, or bf16 for openvino-bf16].")
 @click.option("--atol", type=float, default=None, help="Override the absolute tolerance.")
 @click.option("--rtol", type=float, default=None, help="Override the relative tolerance.")
 @click.option("--min-cosine", type=float, default=None, help="Override the minimum cosine similarity.")
@@ -204,18 +208,19 @@ def validate(artifact, batches, samples, images, providers, precision, atol, rto
     if locate:
         v.locate = True
     from attnvgg.errors import CheckFailed
-    from attnvgg.validate.parity import format_table, validate_artifact
+    from attnvgg.validate.parity import format_table, tolerance_sets, validate_artifact
     from attnvgg.validate.reference import precision_of, preprocess_spec_for, resolve_model_spec
 
     model_spec = resolve_model_spec(artifact, cfg.model, overridden or config_path is not None)
     prec = precision or precision_of(artifact)
-    tol = v.tolerances[prec]
-    for key, value in (("atol", atol), ("rtol", rtol), ("min_cosine", min_cosine), ("min_top1", min_top1)):
-        if value is not None:
-            setattr(tol, key, value)
+    for name in tolerance_sets(prec, v.providers, exact=precision is not None):
+        tol = v.tolerances[name]
+        for key, value in (("atol", atol), ("rtol", rtol), ("min_cosine", min_cosine), ("min_top1", min_top1)):
+            if value is not None:
+                setattr(tol, key, value)
     pre = preprocess_spec_for(artifact) or (cfg.preprocess if config_path else None)
     res = validate_artifact(artifact, model_spec, v, json_path, junit_path, precision=prec,
-                            explicit_batches=explicit, preprocess=pre)
+                            explicit_batches=explicit, preprocess=pre, exact_precision=precision is not None)
     click.echo(format_table(res))
     if not res.passed:
         where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
@@ -429,7 +434,8 @@ def calibrate(model: str, data: str | None, out: str | None, config_path: str | 
 @click.option("--save-logits", default=None, type=click.Path(dir_okay=False), help="Also save this model's logits (.npy or .npz).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images.")
-@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default=None, help="ONNX Runtime provider.")
+@click.option("--provider", "--runner", "provider", type=click.Choice(RUNNER_CHOICES), default=None,
+              help=f"Runner of an ONNX file [default: cpu]; {RUNNER_HELP}.")
 @click.option("--threads", type=int, default=None)
 @click.option("--max-top1-drop", type=float, default=None, help="Fail (exit 1) if top-1 is more than this fraction below the reference's.")
 @click.option("--out", "-o", default=None, help="Results JSON (default: ARTIFACT.accuracy.json, or accuracy.json).")
@@ -463,7 +469,10 @@ def evaluate(artifact: str | None, config_path: str | None, data: str | None, re
     if reference == "pytorch":
         ref_runner = open_runner(None, model_spec=cfg.model)
     elif reference:
-        ref_runner = open_runner(reference, provider=spec.provider, threads=spec.threads)
+        from attnvgg.runners.factory import provider_device
+
+        # the reference stays ONNX Runtime on the same device: a bf16 reference would hide bf16's error
+        ref_runner = open_runner(reference, provider=provider_device(spec.provider), threads=spec.threads)
     ref_logits = None
     if reference_logits:
         try:
@@ -628,8 +637,9 @@ or TensorRT that is absent skips those runners, with the reason.""")
 @click.option("--iterations", type=int, default=None, help="Timed runs at least [default: 20]; 0 = by time only.")
 @click.option("--min-seconds", type=float, default=None, help="Timed seconds at least [default: 1.0]; 0 = by count only.")
 @click.option("--warmup", type=int, default=None, help="Untimed runs first [default: 5].")
-@click.option("--provider", "providers", multiple=True, type=click.Choice(["cpu", "cuda"]),
-              help="Device(s) for ONNX files and the PyTorch baseline [default: cpu]; engines always use the GPU.")
+@click.option("--provider", "--runner", "providers", multiple=True, type=click.Choice(RUNNER_CHOICES),
+              help=f"Runner(s) of ONNX files [default: cpu]; {RUNNER_HELP}. The PyTorch baseline runs on "
+                   "the device of each (cuda or cpu); engines always use the GPU.")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Replay CUDA graphs (PyTorch on CUDA, TensorRT).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the results JSON here.")
 @handle_errors

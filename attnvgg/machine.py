@@ -112,7 +112,8 @@ def machine_info() -> dict:
         "versions": {"python": sys.version.split()[0], "attnvgg": __version__, "torch": torch_version,
                      "cuda": cuda_version, "onnxruntime": ort["version"] if ort else None,
                      "onnxruntime_providers": ort["providers"] if ort else None,
-                     "onnx": _version("onnx"), "numpy": _version("numpy"), "tensorrt": _tensorrt_version()},
+                     "onnx": _version("onnx"), "numpy": _version("numpy"), "tensorrt": _tensorrt_version(),
+                     "openvino": _version("openvino")},
         "platform": platform.platform(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -90,11 +90,53 @@ class Paths:
         self.notes = root / "notes.json"
 
     def variant(self, v: str) -> Path:
+        """The ONNX file a variant runs (the OpenVINO variants run the files ONNX Runtime runs)."""
         return {"fp32": self.sim, "fp16": self.fp16, "int8-tensorrt": self.root / "model.int8.onnx",
-                "int8-cpu": self.root / "model.int8-cpu.onnx"}[v]
+                "int8-cpu": self.root / "model.int8-cpu.onnx"}[FILE_OF_VARIANT.get(v, v)]
 
 
-def build_steps(cfg: Config, paths: Paths) -> list[Step]:
+#: OpenVINO variants -> the file variant they run
+FILE_OF_VARIANT = {"openvino-fp32": "fp32", "openvino-bf16": "fp32", "openvino-int8": "int8-cpu"}
+#: OpenVINO variants -> the runner (factory provider); openvino-int8 takes bf16 where the CPU has it
+RUNNER_OF_VARIANT = {"openvino-fp32": "openvino", "openvino-bf16": "openvino-bf16", "openvino-int8": "openvino-bf16"}
+
+
+def variant_precision(v: str) -> str:
+    """The precision of the file a variant runs: fp32, fp16 or int8."""
+    return FILE_OF_VARIANT.get(v, v).split("-")[0]
+
+
+def variant_runners(variants: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """({variant: provider} for every variant that can run here, {variant: reason} for those that
+    cannot). ONNX Runtime variants run on "cpu"; an OpenVINO variant needs openvino, and
+    openvino-bf16 a CPU with native bf16; openvino-int8 runs its float parts in bf16 where the CPU
+    has it and in f32 otherwise (the runner's name, openvino-bf16 or openvino-f32, says which)."""
+    from attnvgg.runners.openvino import unavailable_reason
+
+    runners: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for v in variants:
+        want = RUNNER_OF_VARIANT.get(v)
+        if want is None:
+            runners[v] = "cpu"
+            continue
+        why = unavailable_reason("f32")
+        if why is None and want == "openvino-bf16":
+            bf16_why = unavailable_reason("bf16")
+            if bf16_why is not None and v == "openvino-int8":
+                want = "openvino"
+            elif bf16_why is not None:
+                why = bf16_why
+        if why is None:
+            runners[v] = want
+        else:
+            skipped[v] = why
+    return runners, skipped
+
+
+def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None) -> list[Step]:
+    """The run's steps. ``runners`` ({variant: provider}, from :func:`variant_runners`) lists the
+    variants that run; default: every selected variant on ONNX Runtime's CPU provider."""
     m = cfg.model
     steps: list[Step] = []
     ckpt = [Path(m.checkpoint)] if m.checkpoint else []
@@ -117,8 +159,10 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
     steps.append(Step("simplify", "simplify", simplify_fn, inputs=[paths.onnx],
                       settings=_asdict(cfg.simplify), outputs=[paths.sim]))
 
-    variants = [v for v in cfg.run.variants]
-    if "fp16" in variants:
+    runners = runners if runners is not None else {v: "cpu" for v in cfg.run.variants if v not in RUNNER_OF_VARIANT}
+    variants = [v for v in cfg.run.variants if v in runners]
+    files = list(dict.fromkeys(FILE_OF_VARIANT.get(v, v) for v in variants))   # the files to make
+    if "fp16" in files:
         def fp16_fn() -> dict:
             from attnvgg.export.fp16 import convert_fp16
 
@@ -129,7 +173,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
                           settings={"fp16": _asdict(cfg.fp16), "tol": _asdict(cfg.validate.tolerances["fp16"])},
                           outputs=[paths.fp16]))
     for v in ("int8-tensorrt", "int8-cpu"):
-        if v not in variants:
+        if v not in files:
             continue
         spec = copy.deepcopy(cfg.calibrate)
         spec.flavour = v.split("-", 1)[1]
@@ -153,16 +197,18 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
         out_json = paths.results / f"parity-{v}.json"
         out_xml = paths.results / f"parity-{v}.xml"
 
-        def parity_fn(v=v, out_json=out_json, out_xml=out_xml) -> dict:
+        vspec = dataclasses.replace(cfg.validate, providers=[runners[v]]) if v in RUNNER_OF_VARIANT else cfg.validate
+
+        def parity_fn(v=v, out_json=out_json, out_xml=out_xml, vspec=vspec) -> dict:
             from attnvgg.validate.parity import validate_artifact
 
-            r = validate_artifact(paths.variant(v), m, cfg.validate, out_json, out_xml,
-                                  precision=v.split("-")[0], preprocess=cfg.preprocess)
+            r = validate_artifact(paths.variant(v), m, vspec, out_json, out_xml,
+                                  precision=variant_precision(v), preprocess=cfg.preprocess)
             return {"passed": r.passed, **r.worst()}
 
         steps.append(Step(f"validate:{v}", "validate", parity_fn, inputs=[paths.variant(v)] + ckpt,
-                          settings=lambda: {"validate": _asdict(cfg.validate), "model": _asdict(m),
-                                            "data": _data_key(cfg.validate.images, cfg)},
+                          settings=lambda vspec=vspec: {"validate": _asdict(vspec), "model": _asdict(m),
+                                                        "data": _data_key(cfg.validate.images, cfg)},
                           outputs=[out_json, out_xml]))
 
     # accuracy: PyTorch fp32 first (the reference), then every variant against it
@@ -180,11 +226,15 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
     for v in variants:
         out = paths.results / f"accuracy-{v}.json"
 
-        def acc_fn(v=v, out=out) -> dict:
-            return evaluate_to_files(paths.variant(v), cfg, out, reference_logits=ref_logits)
+        provider = runners[v] if v in RUNNER_OF_VARIANT else None
+
+        def acc_fn(v=v, out=out, provider=provider) -> dict:
+            return evaluate_to_files(paths.variant(v), cfg, out, reference_logits=ref_logits, provider=provider)
 
         steps.append(Step(f"evaluate:{v}", "evaluate", acc_fn, inputs=[paths.variant(v), ref_logits],
-                          settings=acc_settings, outputs=[out]))
+                          settings=(acc_settings if provider is None
+                                    else lambda provider=provider: {**acc_settings(), "runner": provider}),
+                          outputs=[out]))
 
     # TensorRT engines: only where tensorrt and a GPU are present
     trt_variants = [v for v in variants if v in ("fp32", "fp16", "int8-tensorrt")]
@@ -218,21 +268,23 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
             targets.insert(0, ("pytorch", None))
         for label, art in targets:
             out = paths.results / f"bench-{label}.json"
+            bspec = (dataclasses.replace(bench_spec, providers=[runners[label]]) if label in RUNNER_OF_VARIANT
+                     else bench_spec)
 
-            def bench_fn(label=label, art=art, out=out) -> dict:
+            def bench_fn(label=label, art=art, out=out, bspec=bspec) -> dict:
                 from attnvgg.engines.bench import bench_artifacts
 
-                res = bench_artifacts([str(art) if art else "pytorch"], bench_spec, model_spec_for_pytorch=m, out_json=out)
+                res = bench_artifacts([str(art) if art else "pytorch"], bspec, model_spec_for_pytorch=m, out_json=out)
                 return {"rows": len(res.get("rows", []))}
 
             steps.append(Step(f"bench:{label}", "bench", bench_fn, inputs=([art] if art else ckpt),
-                              settings={"bench": _asdict(bench_spec), **({"model": _asdict(m)} if not art else {})},
+                              settings={"bench": _asdict(bspec), **({"model": _asdict(m)} if not art else {})},
                               outputs=[out]))
 
     def report_fn() -> dict:
         from attnvgg.report import make_report
 
-        sidecars = [p.with_name(p.name + ".json") for p in [paths.variant(v) for v in variants]]
+        sidecars = [p.with_name(p.name + ".json") for p in dict.fromkeys(paths.variant(v) for v in variants)]
         out = make_report([paths.results, paths.notes, *[p for p in sidecars if p.exists()]], paths.report)
         return {k: str(v) for k, v in out.items()}
 
@@ -245,7 +297,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
 
 
 def evaluate_to_files(artifact: Path | None, cfg: Config, out: Path, save_logits: Path | None = None,
-                      reference_logits: Path | None = None) -> dict:
+                      reference_logits: Path | None = None, provider: str | None = None) -> dict:
     """Accuracy of one artifact (None = the PyTorch model) on the evaluation set, to JSON.
 
     The PyTorch fp32 run saves its logits; every variant is then compared against those
@@ -259,7 +311,8 @@ def evaluate_to_files(artifact: Path | None, cfg: Config, out: Path, save_logits
     from attnvgg.validate.accuracy import evaluate
 
     ds = open_dataset(cfg.evaluate.data, cfg.preprocess)
-    runner = open_runner(artifact, provider=cfg.evaluate.provider, threads=cfg.evaluate.threads, model_spec=cfg.model)
+    runner = open_runner(artifact, provider=provider or cfg.evaluate.provider, threads=cfg.evaluate.threads,
+                         model_spec=cfg.model)
     ref = np.load(reference_logits)["logits"] if reference_logits else None
     res = evaluate(runner, ds, cfg.evaluate, reference_logits=ref, reference_name="pytorch-fp32",
                    keep_logits=save_logits is not None, progress=False, log=_log)
@@ -305,7 +358,14 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
     selected = set(stages or cfg.run.stages)
     notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model)}
     manifest = Manifest(root)
-    steps = build_steps(cfg, paths)
+    runners, unavailable = variant_runners(cfg.run.variants)
+    for v, why in unavailable.items():
+        notes["skipped"][f"variant {v}"] = why
+        echo(f"variant {v:<16} skipped: {why}")
+    if runners.get("openvino-int8") == "openvino":
+        notes.setdefault("notes", []).append("openvino-int8: this CPU has no native bf16, so the float parts of "
+                                             "model.int8-cpu.onnx run in f32 (runner openvino-f32)")
+    steps = build_steps(cfg, paths, runners)
     summary: dict[str, Any] = {"run_dir": str(root), "steps": {}}
     t_all = time.perf_counter()
     n = len(steps)

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 from attnvgg.config import BenchSpec, ModelSpec
 from attnvgg.machine import cpuinfo, machine_info
 from attnvgg.errors import AttnvggError, InputError, MissingDependency
+from attnvgg.runners.base import effective_precision
+from attnvgg.runners.factory import PROVIDERS as RUNNER_PROVIDERS, provider_device
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -43,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BENCH_FORMAT = "attnvgg.bench/1"
 PYTORCH = "pytorch"
-PROVIDERS = ("cpu", "cuda")
+PROVIDERS = RUNNER_PROVIDERS   # cpu/cuda: ONNX Runtime; openvino, openvino-bf16: OpenVINO on the CPU
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 #: a step runs one timed iteration and returns (end-to-end ms, compute ms or None)
@@ -127,7 +129,7 @@ def _set_threads(runner: "Runner", spec: BenchSpec) -> tuple[Optional[int], Opti
         if spec.threads:
             torch.set_num_threads(spec.threads)
         return torch.get_num_threads(), ("set" if spec.threads else "default"), lambda: torch.set_num_threads(old)
-    if runner.backend.startswith("onnxruntime"):
+    if runner.backend.startswith(("onnxruntime", "openvino")):
         if spec.threads and getattr(runner, "threads", None) != spec.threads:
             if runner.is_active:
                 raise InputError(f"runner {runner.name} is already active with {runner.threads} threads, "
@@ -136,7 +138,8 @@ def _set_threads(runner: "Runner", spec: BenchSpec) -> tuple[Optional[int], Opti
         threads = getattr(runner, "threads", None)
         if threads:
             return threads, "set", lambda: None
-        # ONNX Runtime's default intra-op pool has one thread per physical core.
+        # ONNX Runtime's default intra-op pool has one thread per physical core; OpenVINO says
+        # what it chose once compiled (bench_runner asks it then).
         return cpuinfo()[1] or os.cpu_count(), "default", lambda: None
     return None, None, lambda: None
 
@@ -166,6 +169,9 @@ def bench_runner(
     rows: list[dict] = []
     try:
         runner.activate()
+        in_use = getattr(runner, "threads_in_use", None)
+        if threads_source == "default" and in_use is not None and in_use():
+            threads = in_use()
         meta = runner.input_metadata()[0]
         static = meta.shape[0] if meta.shape and meta.shape[0] > 0 else None
         dtype = meta.dtype if meta.dtype in ("float32", "float16") else "float32"
@@ -193,7 +199,8 @@ def bench_runner(
             lat = latency_stats(e2e)
             rows.append({
                 "artifact": row_meta.get("artifact"), "runner": runner.name, "backend": runner.backend,
-                "device": device, "precision": row_meta.get("precision"), "flavour": row_meta.get("flavour"),
+                "device": device, "precision": _row_precision(row_meta.get("precision"), runner),
+                "flavour": row_meta.get("flavour"),
                 "size_bytes": row_meta.get("size_bytes"), "batch": b, "input_shape": list(shape),
                 "input_dtype": dtype, "threads": threads, "threads_source": threads_source,
                 "warmup": spec.warmup, "iterations": len(e2e), "seconds": round(seconds, 4), "timer": timer,
@@ -209,6 +216,12 @@ def bench_runner(
         if activated:
             runner.deactivate()
     return rows
+
+
+def _row_precision(file_precision: Optional[str], runner: "Runner") -> Optional[str]:
+    """The precision the row ran at: the file's, or the coarser one the runner computes in
+    (OpenVINO bf16 on an fp32 file is a bf16 row)."""
+    return effective_precision(file_precision, runner.compute_precision) if file_precision else file_precision
 
 
 def _torch_model_bytes(runner: "Runner") -> Optional[int]:
@@ -278,7 +291,8 @@ def _runners_for(artifact: str, spec: BenchSpec, model_spec: Optional[ModelSpec]
 
     out: list[tuple[Runner, dict]] = []
     if artifact == PYTORCH:
-        for provider in spec.providers:
+        devices = list(dict.fromkeys(provider_device(p) for p in spec.providers))
+        for provider in devices:
             if provider == "cuda":
                 from attnvgg.engines.bench_cuda import cuda_ready
 

@@ -41,6 +41,11 @@ def build_document(inputs: Sequence[Path], plot_batch: Optional[int] = None) -> 
     front = pareto_front(points)
     for k in front:
         rows[idx[k]]["on_pareto_front"] = True
+    # the front among CPU engines alone (PyTorch eager, ONNX Runtime, OpenVINO): what a CPU deployment picks from
+    on_cpu = [k for k, i in enumerate(idx) if rows[i]["device"] == "cpu"]
+    cpu_front = [on_cpu[j] for j in pareto_front([points[k] for k in on_cpu])]
+    for k in cpu_front:
+        rows[idx[k]]["on_cpu_pareto_front"] = True
     png = plot_png(points, labels, front, batch) if points else None
     why_none = None if points else ("no row has both a latency at batch %s and a top-1 accuracy" % batch)
     doc = {
@@ -50,7 +55,9 @@ def build_document(inputs: Sequence[Path], plot_batch: Optional[int] = None) -> 
                   "size_bytes": "bytes", "prep_seconds": "s"},
         "batches": batches,
         "baseline_top1": base["top1"],
-        "plot": {"batch": batch, "pareto_front": [labels[k] for k in front], "left_out": left_out,
+        "plot": {"batch": batch, "pareto_front": [labels[k] for k in front],
+                 "cpu_pareto_front": [labels[k] for k in sorted(cpu_front, key=lambda k: (points[k][0], k))],
+                 "left_out": left_out,
                  "why_none": why_none},
         "rows": rows,
         "skipped": results.skipped,

@@ -89,6 +89,7 @@ def markdown(doc: dict) -> str:
     if doc["plot"]["batch"] is not None:
         front = ", ".join(doc["plot"]["pareto_front"]) or DASH
         lines += [f"Pareto front at batch {doc['plot']['batch']} (p50 latency vs top-1): {front}", ""]
+        lines += [cpu_front_line(doc), ""]
     if doc["skipped"]:
         lines += ["## Skipped", ""] + [f"- {s['what']}: {s['reason']}" if s["what"] else f"- {s['reason']}"
                                        for s in doc["skipped"]] + [""]
@@ -97,12 +98,18 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def cpu_front_line(doc: dict) -> str:
+    """The Pareto front among the CPU engines only (PyTorch eager, ONNX Runtime, OpenVINO)."""
+    front = ", ".join(doc["plot"].get("cpu_pareto_front") or []) or DASH
+    return f"CPU engines' Pareto front at batch {doc['plot']['batch']}: {front}"
+
+
 def machine_line(m: dict) -> str:
     cpu, gpu, v = m.get("cpu") or {}, m.get("gpu"), m.get("versions") or {}
     parts = [f"CPU {cpu.get('model') or DASH} ({cpu.get('physical_cores') or DASH} physical / "
              f"{cpu.get('logical_cores') or DASH} logical cores, {cpu.get('usable_cores') or DASH} usable)",
              f"GPU {gpu.get('name')} (driver {gpu.get('driver') or DASH})" if gpu else "GPU none"]
-    parts += [f"{k} {v[k]}" for k in ("python", "torch", "cuda", "onnxruntime", "tensorrt", "attnvgg") if v.get(k)]
+    parts += [f"{k} {v[k]}" for k in ("python", "torch", "cuda", "onnxruntime", "openvino", "tensorrt", "attnvgg") if v.get(k)]
     parts.append(f"measured {m.get('date') or DASH}")
     return "; ".join(parts)
 
@@ -118,7 +125,7 @@ def flat(r: dict, batches: list[int]) -> dict[str, Any]:
             d[f"{k}_b{b}"] = v.get(k)
     for k in ("top1", "top5", "drop_points", "top1_agreement", "mean_cosine", "accuracy_runner", "parity_max_abs",
               "parity_runner", "parity_passed", "size_bytes", "prep_seconds", "prep_kind", "threads",
-              "on_pareto_front"):
+              "on_pareto_front", "on_cpu_pareto_front"):
         d[k] = r[k]
     return d
 
@@ -160,6 +167,8 @@ def html_page(doc: dict, png: Optional[bytes]) -> str:
                      f'Pareto front marked" src="data:image/png;base64,{b64}">')
     else:
         parts.append(f'<p class="note">No plot: {e(doc["plot"]["why_none"] or "")}</p>')
+    if doc["plot"]["batch"] is not None:
+        parts.append(f'<p class="note" id="cpu-front">{e(cpu_front_line(doc))}</p>')
     if doc["plot"]["left_out"] and png is not None:
         parts.append('<p class="note">Not plotted: ' + e("; ".join(doc["plot"]["left_out"])) + "</p>")
     parts += [f'<table id="results"><thead><tr>{head}</tr></thead><tbody>', *body, "</tbody></table>",

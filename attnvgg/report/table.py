@@ -16,7 +16,7 @@ from typing import Optional
 
 from attnvgg.report.load import PYTORCH, Results, load_sidecar_beside, number
 
-PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}
 
 
 # ----------------------------------------------------------------------------- artifact identity
@@ -135,7 +135,8 @@ def _blank(group: str, runner: str) -> dict:
             "precision": None, "flavour": None, "latency": {}, "top1": None, "top5": None,
             "drop_points": None, "top1_agreement": None, "mean_cosine": None, "accuracy_runner": None,
             "parity_max_abs": None, "parity_runner": None, "parity_passed": None, "size_bytes": None,
-            "prep_seconds": None, "prep_kind": None, "threads": None, "on_pareto_front": False}
+            "prep_seconds": None, "prep_kind": None, "threads": None, "on_pareto_front": False,
+            "on_cpu_pareto_front": False}
 
 
 def baseline_top1(results: Results) -> tuple[Optional[float], Optional[str]]:

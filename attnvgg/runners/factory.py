@@ -1,4 +1,11 @@
-"""Pick the runner for an artifact: .onnx -> ONNX Runtime, .engine/.plan -> TensorRT, a model spec -> PyTorch."""
+"""Pick the runner for an artifact: .onnx -> ONNX Runtime or OpenVINO, .engine/.plan -> TensorRT,
+a model spec -> PyTorch.
+
+``provider`` names the runner of an ONNX file, one vocabulary for validate, evaluate, bench and
+run: ``cpu``/``cuda`` are ONNX Runtime's execution providers, ``openvino`` is OpenVINO on the CPU
+in f32 and ``openvino-bf16`` OpenVINO on the CPU with bf16 inference precision (refused where the
+CPU has no native bf16).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,20 @@ from attnvgg.runners.base import Runner
 from attnvgg.errors import InputError
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+#: every runner of an ONNX file; the values of --provider
+PROVIDERS = ("cpu", "cuda", "openvino", "openvino-bf16")
+#: OpenVINO providers -> the runner's inference precision
+OPENVINO_PROVIDERS = {"openvino": "f32", "openvino-bf16": "bf16"}
+
+
+def provider_device(provider: str) -> str:
+    """The device a provider runs on ("cpu" or "cuda"): where the PyTorch baseline of it runs."""
+    return "cuda" if provider == "cuda" else "cpu"
+
+
+def provider_compute_precision(provider: str) -> str | None:
+    """The precision a provider imposes on a float graph (None: the file's own)."""
+    return "bf16" if OPENVINO_PROVIDERS.get(provider) == "bf16" else None
 
 
 def open_runner(
@@ -31,7 +52,13 @@ def open_runner(
     p = Path(artifact)
     if not p.exists():
         raise InputError(f"file not found: {p}", "check the path (attnvgg export / build write these files)")
+    if p.suffix == ".onnx" and provider in OPENVINO_PROVIDERS:
+        from attnvgg.runners.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(p, precision=OPENVINO_PROVIDERS[provider], threads=threads)
     if p.suffix == ".onnx":
+        if provider not in PROVIDERS:
+            raise InputError(f"unknown runner {provider!r} for an ONNX file", f"use one of {', '.join(PROVIDERS)}")
         from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(p, provider=provider, threads=threads)

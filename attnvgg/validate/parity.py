@@ -17,6 +17,7 @@ import numpy as np
 
 from attnvgg.config import ModelSpec, PreprocessSpec, Tolerance, ValidateSpec
 from attnvgg.errors import InputError
+from attnvgg.runners.base import effective_precision
 
 
 @dataclass
@@ -29,18 +30,21 @@ class Case:
     passed: bool
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    tolerance: str = ""    # the tolerance set applied (a bf16 runner on an fp32 file: "bf16")
 
 
 @dataclass
 class ParityResult:
     artifact: str
-    precision: str
-    tolerance: dict
+    precision: str          # the precision checked: the first runner's tolerance set
+    tolerance: dict         # that set's values
     cases: list[Case]
     passed: bool
     reference: dict
     locate: dict | None = None
     skipped: list[str] = field(default_factory=list)
+    artifact_precision: str = ""                            # what the file itself is
+    tolerances: dict = field(default_factory=dict)          # every set applied: name -> values
 
     def to_dict(self) -> dict:
         return {**asdict(self), "cases": [asdict(c) for c in self.cases]}
@@ -90,6 +94,20 @@ def image_inputs(source: str, preprocess: PreprocessSpec, batch: int, limit: int
             yield x
 
 
+def tolerance_set(file_precision: str, compute_precision: str | None, exact: bool = False) -> str:
+    """The tolerance set a runner is judged by: the file's precision, or the coarser precision
+    the runner computes in (OpenVINO bf16 on an fp32 file: "bf16"), unless the user named the
+    set (``exact``)."""
+    return file_precision if exact else effective_precision(file_precision, compute_precision)
+
+
+def tolerance_sets(file_precision: str, providers: list[str], exact: bool = False) -> list[str]:
+    """The tolerance sets ``providers`` will be judged by (for overriding them from flags)."""
+    from attnvgg.runners.factory import provider_compute_precision
+
+    return sorted({tolerance_set(file_precision, provider_compute_precision(p), exact) for p in providers})
+
+
 def run_parity(
     artifact: str | os.PathLike,
     model_spec: ModelSpec,
@@ -98,7 +116,11 @@ def run_parity(
     tolerance: Tolerance | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
+    exact_precision: bool = False,
 ) -> ParityResult:
+    """Every runner of ``spec.providers`` against PyTorch. ``precision`` is the file's (read from
+    it when None); each runner is judged by :func:`tolerance_set` of it, or by ``tolerance``
+    when given."""
     from attnvgg.runners.factory import open_runner
     from attnvgg.runners.torch import TorchRunner
     from attnvgg.models.build import build_model
@@ -111,7 +133,6 @@ def run_parity(
     precision = precision or precision_of(artifact)
     if precision not in spec.tolerances:
         raise InputError(f"no tolerance for precision {precision!r}", f"use one of {', '.join(spec.tolerances)}")
-    tol = tolerance or spec.tolerances[precision]
     side = (lineage(artifact) or [{}])[0]
     model = build_model(model_spec)
     runners = []
@@ -120,6 +141,10 @@ def run_parity(
     for provider in (["cpu"] if is_engine else spec.providers):
         r = open_runner(artifact, provider=provider)
         runners.append(r)
+    sets = {r.name: tolerance_set(precision, r.compute_precision, exact_precision) for r in runners}
+    for name in set(sets.values()) - set(spec.tolerances):
+        raise InputError(f"no tolerance for precision {name!r}", f"add [validate.tolerances.{name}] to the config")
+    tols = {name: (tolerance or spec.tolerances[name]) for name in sets.values()}
 
     cases: list[Case] = []
     ref_runner = TorchRunner(model)
@@ -164,21 +189,25 @@ def run_parity(
                         continue
                     ref = np.concatenate(refs)
                     out = np.concatenate(outs)
+                    tol = tols[sets[runner.name]]
                     m = compare(ref, out, tol)
                     ok, why = passes(m, tol)
                     cases.append(Case(runner.name, label, b, "logits", m.to_dict(), ok, why,
-                                      round(time.perf_counter() - t0, 3)))
+                                      round(time.perf_counter() - t0, 3), tolerance=sets[runner.name]))
             finally:
                 runner.deactivate()
     passed = bool(cases) and all(c.passed for c in cases)
+    first = sets[runners[0].name]
     return ParityResult(
         artifact=str(artifact),
-        precision=precision,
-        tolerance=asdict(tol),
+        precision=first,
+        tolerance=asdict(tols[first]),
         cases=cases,
         passed=passed,
         reference={"backend": "pytorch", "model": asdict(model_spec)},
         skipped=skipped,
+        artifact_precision=precision,
+        tolerances={name: asdict(t) for name, t in tols.items()},
     )
 
 
@@ -195,7 +224,12 @@ def format_table(result: ParityResult) -> str:
         lines.append(f"skipped: {s}")
     lines.append(f"{'PASS' if result.passed else 'FAIL'}: {sum(c.passed for c in result.cases)}/{len(result.cases)} cases within "
                  f"atol {result.tolerance['atol']:g}, rtol {result.tolerance['rtol']:g}, cosine >= {result.tolerance['min_cosine']:g}, "
-                 f"top-1 >= {result.tolerance['min_top1']:.0%}")
+                 f"top-1 >= {result.tolerance['min_top1']:.0%}" + (f" ({result.precision} tolerance)" if len(result.tolerances) > 1 else ""))
+    for name, t in result.tolerances.items():
+        if name != result.precision:
+            who = sorted({c.runner for c in result.cases if c.tolerance == name})
+            lines.append(f"  {', '.join(who) or name}: {name} tolerance, atol {t['atol']:g}, rtol {t['rtol']:g}, "
+                         f"cosine >= {t['min_cosine']:g}, top-1 >= {t['min_top1']:.0%}")
     if result.locate:
         lines.append(format_locate(result.locate))
     return "\n".join(lines)
@@ -254,10 +288,11 @@ def validate_artifact(
     precision: str | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
+    exact_precision: bool = False,
 ) -> ParityResult:
     """Parity, then (if asked and it failed) the first diverging layer; results written atomically."""
     result = run_parity(artifact, model_spec, spec, precision=precision, explicit_batches=explicit_batches,
-                        preprocess=preprocess)
+                        preprocess=preprocess, exact_precision=exact_precision)
     if spec.locate and not result.passed and Path(artifact).suffix == ".onnx":
         from attnvgg.models.build import build_model
         from attnvgg.validate.locate import locate_divergence
