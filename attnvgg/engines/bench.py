@@ -390,5 +390,6 @@ def format_table(result: dict) -> str:
     gpu = m.get("gpu")
     lines.append(f"machine: {cpu.get('model')} ({cpu.get('usable_cores')} usable cores); "
                  f"GPU: {gpu['name'] + ' driver ' + str(gpu.get('driver')) if gpu else 'none'}; "
-                 f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, tensorrt {v.get('tensorrt') or 'n/a'}")
+                 f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, openvino {v.get('openvino') or 'n/a'}, "
+                 f"tensorrt {v.get('tensorrt') or 'n/a'}")
     return "\n".join(lines)

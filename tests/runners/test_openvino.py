@@ -113,6 +113,23 @@ def test_run_skips_openvino_variants_with_the_reason(no_openvino):
     assert all('pip install "attnvgg[openvino]"' in why for why in skipped.values())
 
 
+def test_run_report_says_why_openvino_variants_are_missing(no_openvino, tmp_path):
+    from attnvgg.pipeline import effective_config, run_pipeline
+
+    cfg = effective_config("vgg16-224", None, [
+        "model.width=0.0625", "model.input_size=32", "model.num_classes=10", "model.gamma=0.5",
+        "validate.batches=[1]", "validate.samples=2", f'run.out="{tmp_path / "run"}"',
+        'run.variants=["fp32", "openvino-fp32", "openvino-bf16"]'])
+    lines: list[str] = []
+    summary = run_pipeline(cfg, ["export", "simplify", "validate", "report"], echo=lines.append)
+    assert summary["steps"]["validate:fp32"] == "done" and "validate:openvino-fp32" not in summary["steps"]
+    assert any(ln.startswith("variant openvino-fp32") and "skipped" in ln for ln in lines), lines
+    notes = json.loads((tmp_path / "run/notes.json").read_text())
+    assert 'pip install "attnvgg[openvino]"' in notes["skipped"]["variant openvino-bf16"]
+    report = (tmp_path / "run/report/report.md").read_text()
+    assert "- variant openvino-fp32: openvino is not installed" in report
+
+
 def test_run_without_bf16_skips_bf16_and_runs_int8_in_f32(monkeypatch):
     from attnvgg.pipeline import variant_runners
 
