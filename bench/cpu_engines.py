@@ -2,7 +2,7 @@
 PyTorch eager fp32, and top-1 agreement with PyTorch fp32.
 
     python bench/cpu_engines.py [--run-dir runs/vgg16-224] [--batches 1,8] [--threads 2]
-                                [--iterations 20] [--agreement-images 64] [--json out.json]
+                                [--iterations 20] [--rounds 4] [--agreement-images 64] [--json out.json]
 
 Engines: PyTorch eager fp32; ONNX Runtime CPU on model.sim.onnx (fp32), model.int8.onnx (INT8,
 tensorrt flavour) and model.int8-cpu.onnx (INT8, cpu flavour); OpenVINO on the same files, f32
@@ -10,11 +10,14 @@ and bf16 (bf16 only where the CPU reports it; the INT8 files with f32 and with b
 float parts). Missing files are made first with the run's own stage functions (export,
 simplify, calibrate of the vgg16-224 preset), so the figures are of attnvgg's files.
 
-Timing goes through attnvgg.engines.bench.bench_runner (warm-up, then at least --iterations
-runs and --min-seconds), one engine at a time, so no two engines share the cores. Top-1
+Every engine is loaded and warmed up first; the timing then runs in --rounds rounds, each
+timing every engine x batch for --iterations/--rounds runs (one ``runner.infer`` each, numpy
+in and out, host clock, as attnvgg bench times CPU runners; statistics by
+attnvgg.engines.bench.latency_stats), so a change of load on a shared machine hits every
+engine alike rather than whichever ran at that moment. One engine runs at a time. Top-1
 agreement is measured on the first --agreement-images images of builtin:val preprocessed for
-224 px, against PyTorch eager fp32 logits of the same images. The machine is recorded,
-with the load average before and after: on a shared machine compare ratios from one run.
+224 px, against PyTorch eager fp32 logits of the same images. The machine is recorded with the
+load average before and after.
 """
 
 from __future__ import annotations
@@ -29,8 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from attnvgg.config import BenchSpec
-from attnvgg.engines.bench import bench_runner
 from attnvgg.machine import machine_info
 from attnvgg.pipeline import Paths, effective_config, run_pipeline
 
@@ -56,31 +57,31 @@ ENGINES = [
 ]
 
 
-def make_artifacts(run_dir: Path) -> Paths:
-    """The vgg16-224 preset's fp32 and both INT8 files in ``run_dir`` (made if missing)."""
-    cfg = effective_config("vgg16-224", None, [f'run.out="{run_dir}"',
-                                               'run.variants=["fp32", "int8-tensorrt", "int8-cpu"]'])
+def make_artifacts(run_dir: Path, preset: str) -> Paths:
+    """The preset's fp32 and both INT8 files in ``run_dir`` (made if missing)."""
+    cfg = effective_config(preset, None, [f'run.out="{run_dir}"',
+                                          'run.variants=["fp32", "int8-tensorrt", "int8-cpu"]'])
     paths = Paths(run_dir)
     if not all(paths.variant(v).is_file() for v in ("fp32", "int8-tensorrt", "int8-cpu")):
-        print(f"making the full-size files in {run_dir} (attnvgg run --preset vgg16-224 --stages export,simplify,calibrate)",
+        print(f"making the files in {run_dir} (attnvgg run --preset {preset} --stages export,simplify,calibrate)",
               flush=True)
         run_pipeline(cfg, ["export", "simplify", "calibrate"], echo=lambda s: print(s, flush=True))
     return paths
 
 
-def open_engine(e: Engine, paths: Paths, threads: int):
+def open_engine(e: Engine, paths: Paths, threads: int, preset: str):
     from attnvgg.runners.factory import open_runner
 
-    cfg = effective_config("vgg16-224")
+    cfg = effective_config(preset)
     if e.artifact == "pytorch":
         return open_runner(None, model_spec=cfg.model)
     return open_runner(paths.variant(e.artifact), provider=e.provider, threads=threads)
 
 
-def agreement_inputs(n: int) -> np.ndarray:
+def agreement_inputs(n: int, preset: str) -> np.ndarray:
     from attnvgg.data import open_dataset
 
-    cfg = effective_config("vgg16-224")
+    cfg = effective_config(preset)
     xs = [x for x, _ in open_dataset("builtin:val", cfg.preprocess).iter_batches(8, limit=n)]
     return np.concatenate(xs)
 
@@ -94,11 +95,13 @@ def logits(runner, x: np.ndarray, batch: int = 8) -> np.ndarray:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", default="runs/vgg16-224")
+    ap.add_argument("--preset", default="vgg16-224", help="the run preset the files are made with (default: full size)")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--iterations", type=int, default=20)
-    ap.add_argument("--min-seconds", type=float, default=0.0)
+    ap.add_argument("--iterations", type=int, default=20, help="timed runs per engine x batch, over all rounds")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="interleave the engines: each round times every engine for iterations/rounds runs")
     ap.add_argument("--agreement-images", type=int, default=64)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -106,66 +109,87 @@ def main() -> int:
 
     import torch
 
+    from attnvgg.engines.bench import latency_stats
     from attnvgg.errors import MissingDependency
     from attnvgg.runners.openvino import unavailable_reason
 
     torch.set_num_threads(args.threads)
-    paths = make_artifacts(Path(args.run_dir))
-    spec = BenchSpec(warmup=args.warmup, iterations=args.iterations, min_seconds=args.min_seconds,
-                     batches=batches, threads=args.threads)
+    paths = make_artifacts(Path(args.run_dir), args.preset)
+    hw = effective_config(args.preset).model.input_size
     machine = machine_info()
     load0 = os.getloadavg()
-    x_agree = agreement_inputs(args.agreement_images)
-    print(f"full-size VGG16WithAttention (width 1.0, 224x224, random weights, gamma 0.5) from {paths.root}; "
-          f"{args.threads} threads; warm-up {spec.warmup}, {spec.iterations} timed runs per engine x batch; "
-          f"top-1 agreement vs PyTorch fp32 on {len(x_agree)} builtin:val images at 224 px", flush=True)
-    results: list[dict] = []
+    x_agree = agreement_inputs(args.agreement_images, args.preset)
+    per_round = max(1, -(-args.iterations // args.rounds))
+    m = effective_config(args.preset).model
+    what = ("full-size VGG16WithAttention (width 1.0, 224x224, random weights, gamma 0.5)" if args.preset == "vgg16-224"
+            else f"preset {args.preset} (width {m.width:g}, {hw}x{hw})")
+    print(f"{what} from {paths.root}; "
+          f"{args.threads} threads; warm-up {args.warmup}, then {args.rounds} rounds x {per_round} timed runs per "
+          f"engine x batch, engines interleaved; top-1 agreement vs PyTorch fp32 on {len(x_agree)} builtin:val "
+          f"images at {hw} px", flush=True)
+    live: list[tuple[Engine, object]] = []
+    results: dict[str, dict] = {}
     ref = None
-    for e in ENGINES:
-        why = unavailable_reason("bf16" if e.provider == "openvino-bf16" else "f32") if e.provider.startswith("openvino") else None
+    for e in ENGINES:                       # load every engine once, check it, warm it up
+        why = (unavailable_reason("bf16" if e.provider == "openvino-bf16" else "f32")
+               if e.provider.startswith("openvino") else None)
+        runner = None if why else open_engine(e, paths, args.threads, args.preset)
+        if runner is not None:
+            try:
+                runner.activate()
+            except MissingDependency as exc:
+                why = exc.one_line()
         if why:
-            results.append({"engine": e.label, "skipped": why})
+            results[e.label] = {"engine": e.label, "skipped": why}
             print(f"  {e.label}: skipped: {why}", flush=True)
             continue
-        runner = open_engine(e, paths, args.threads)
-        t0 = time.perf_counter()
-        try:
-            runner.activate()
-        except MissingDependency as exc:
-            results.append({"engine": e.label, "skipped": exc.one_line()})
-            print(f"  {e.label}: skipped: {exc.one_line()}", flush=True)
-            continue
-        try:
-            out = logits(runner, x_agree)
-            if ref is None:
-                ref = out               # the first engine is PyTorch eager fp32
-            agree = float((out.argmax(1) == ref.argmax(1)).mean())
-            rows = bench_runner(runner, batches, spec, (3, 224, 224), row_meta={"artifact": e.artifact})
-            desc = runner.describe()
-        finally:
-            runner.deactivate()
-        p50 = {r["batch"]: r["latency_ms"]["p50"] for r in rows}
-        results.append({"engine": e.label, "artifact": str(paths.variant(e.artifact)) if e.artifact != "pytorch" else "pytorch",
-                        "runner": desc.get("name"), "threads": rows[0]["threads"] if rows else None,
-                        "p50_ms": p50, "top1_agreement": agree, "describe": desc,
-                        "seconds": round(time.perf_counter() - t0, 1)})
-        print(f"  {e.label}: " + ", ".join(f"b{b} {v:.1f} ms" for b, v in p50.items())
-              + f"; agreement {agree:.1%} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        out = logits(runner, x_agree)
+        ref = out if ref is None else ref   # the first engine is PyTorch eager fp32
+        desc = runner.describe()
+        results[e.label] = {"engine": e.label, "artifact": desc.get("model", "pytorch"), "runner": desc.get("name"),
+                            "threads": (desc.get("threads") or args.threads), "describe": desc,
+                            "top1_agreement": float((out.argmax(1) == ref.argmax(1)).mean()),
+                            "samples_ms": {b: [] for b in batches}}
+        name = runner.input_metadata()[0].name
+        for b in batches:
+            x = np.random.default_rng(b).standard_normal((b, 3, hw, hw)).astype(np.float32)
+            for _ in range(args.warmup):
+                runner.infer({name: x})
+        live.append((e, runner))
+        print(f"  {e.label}: loaded; top-1 agreement {results[e.label]['top1_agreement']:.1%}", flush=True)
+    for rnd in range(args.rounds):          # interleaved: load drift on a shared machine hits every engine
+        for e, runner in live:
+            name = runner.input_metadata()[0].name
+            for b in batches:
+                x = np.random.default_rng(b).standard_normal((b, 3, hw, hw)).astype(np.float32)
+                feeds = {name: x}
+                for _ in range(per_round):
+                    t0 = time.perf_counter_ns()
+                    runner.infer(feeds)
+                    results[e.label]["samples_ms"][b].append((time.perf_counter_ns() - t0) / 1e6)
+        print(f"  round {rnd + 1}/{args.rounds} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+    for _, runner in live:
+        runner.deactivate()
     load1 = os.getloadavg()
+    for r in results.values():
+        if "samples_ms" in r:
+            r["latency_ms"] = {b: latency_stats(v) for b, v in r["samples_ms"].items()}
+            r["p50_ms"] = {b: r["latency_ms"][b]["p50"] for b in batches}
 
-    base = next(r for r in results if r["engine"] == "PyTorch eager fp32")["p50_ms"]
+    rows = list(results.values())
+    base = results["PyTorch eager fp32"]["p50_ms"]
     head = f"{'engine':<40} {'runner':<16} " + " ".join(f"{f'b{b} p50 ms':>11} {f'b{b} vs eager':>12}" for b in batches) \
         + f" {'top-1 agr. vs fp32':>19}"
     print()
     print(head)
     print("-" * len(head))
-    for r in results:
+    for r in rows:
         if "skipped" in r:
             print(f"{r['engine']:<40} skipped: {r['skipped']}")
             continue
         cells = " ".join(f"{r['p50_ms'][b]:>11.1f} {base[b] / r['p50_ms'][b]:>11.2f}x" for b in batches)
         print(f"{r['engine']:<40} {r['runner']:<16} {cells} {r['top1_agreement']:>18.1%}")
-    timed = [r for r in results if "skipped" not in r and r["engine"] != "PyTorch eager fp32"]
+    timed = [r for r in rows if "skipped" not in r and r["engine"] != "PyTorch eager fp32"]
     verdict = None
     if timed:
         b0 = batches[0]
@@ -181,7 +205,7 @@ def main() -> int:
           f"{load1[0]:.2f} after; torch {v['torch']}, onnxruntime {v['onnxruntime']}, openvino {v['openvino']}; "
           f"{machine['date']}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "best": verdict, "machine": machine,
+        Path(args.json).write_text(json.dumps({"results": rows, "best": verdict, "machine": machine,
                                                "load_average": [load0, load1], "args": vars(args)}, indent=2) + "\n")
     return 0 if verdict is None or verdict["passed"] else 1
 
