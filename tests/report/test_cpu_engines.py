@@ -28,17 +28,22 @@ def _with_openvino(tmp_path):
     return run
 
 
+def _has(cells: dict, start: str) -> bool:
+    """A latency cell ("p50 / ... ms") starting with ``start``: whatever the other columns are."""
+    return any(str(c).startswith(start) for c in cells.values())
+
+
 def test_openvino_rows_beside_onnxruntime_with_the_same_columns(tmp_path):
     paths = make_report(_with_openvino(tmp_path), tmp_path / "out")
     text = paths["markdown"].read_text()
     rows = md_rows(text)
     ort = rows[("onnxruntime-cpu", "fp32", "model.onnx")]
     ov = rows[("openvino-f32", "fp32", "model.onnx")]
-    assert list(ov) == list(ort) and "4.80 / 5.50" in ov.values() and "80.00" in ov.values()
+    assert list(ov) == list(ort) and _has(ov, "4.80 / ") and "80.00" in ov.values()
     bf16 = rows[("openvino-bf16", "bf16", "model.onnx")]
-    assert "2.50 / 3.00" in bf16.values() and "79.00" in bf16.values()
+    assert _has(bf16, "2.50 / ") and "79.00" in bf16.values()
     int8 = rows[("openvino-bf16", "int8 (cpu)", "model.int8.cpu.onnx")]
-    assert "1.90 / 2.20" in int8.values() and "76.50" in int8.values()
+    assert _has(int8, "1.90 / ") and "76.50" in int8.values()
     doc = json.loads(paths["json"].read_text())
     by = {(r["runner"], r["artifact"], r["precision"]): r for r in doc["rows"]}
     r = by[("openvino-bf16", "model.onnx", "bf16")]
