@@ -136,7 +136,11 @@ def test_run_without_bf16_skips_bf16_and_runs_int8_in_f32(monkeypatch):
     def fake(precision="f32"):
         return None if precision == "f32" else "this CPU has no native bf16 (test)"
 
+    import attnvgg.pipeline as pipeline
+
     monkeypatch.setattr(ovr, "unavailable_reason", fake)
+    if hasattr(pipeline, "unavailable_reason"):      # imported by name at the pipeline's top
+        monkeypatch.setattr(pipeline, "unavailable_reason", fake)
     runners, skipped = variant_runners(["openvino-fp32", "openvino-bf16", "openvino-int8"])
     assert runners == {"openvino-fp32": "openvino", "openvino-int8": "openvino"}
     assert skipped == {"openvino-bf16": "this CPU has no native bf16 (test)"}
