@@ -180,7 +180,21 @@ def test_runner_metadata_threads_and_describe(tiny_exports):
         d = r.describe()
     assert d["backend"] == "openvino-cpu" and d["name"] == "openvino-f32" and d["precision"] == "fp32"
     assert d["threads"] == 1 and d["threads_source"] == "set" and d["performance_hint"] == "LATENCY"
-    assert d["openvino"] and d["device"] == "CPU"
+    assert d["openvino"] and d["device"] == "CPU" and d["static_shapes"]
+
+
+@needs_openvino
+def test_one_static_compile_per_batch_same_numbers_as_dynamic(tiny_exports):
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    with ovr.OpenVinoRunner(tiny_exports["global"]) as static, \
+            ovr.OpenVinoRunner(tiny_exports["global"], static_shapes=False) as dynamic:
+        a = static.infer({"input": x})["logits"]
+        static.infer({"input": x[:1]})
+        static.infer({"input": x})
+        assert sorted(static._compiled) == [((1, 3, 32, 32),), ((3, 3, 32, 32),)]   # batch 1 from activate
+        b = dynamic.infer({"input": x})["logits"]
+        assert list(dynamic._compiled) == [None]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
 @needs_openvino
