@@ -13,7 +13,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from attnvgg.errors import InputError
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -128,6 +130,31 @@ def sidecar_path(artifact: str | os.PathLike) -> Path:
     """The JSON that describes an artifact: ``model.onnx`` -> ``model.onnx.json``."""
     p = Path(artifact)
     return p.with_name(p.name + ".json")
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None]) -> None:
+    """The one output-path check of every command: an output may be neither one of the command's
+    inputs nor a file that belongs to one (its sidecar ``.json``, its ONNX external ``.data``), nor
+    another output. Raises InputError before anything is written."""
+    owned: dict[Path, str] = {}
+    for i in inputs:
+        if i is None or str(i) == "pytorch":
+            continue
+        p = Path(i).resolve()
+        owned[p] = f"the input {i}"
+        owned[sidecar_path(p)] = f"the sidecar of the input {i}"
+        owned[external_data_path(p)] = f"the external data of the input {i}"
+    seen: dict[Path, str] = {}
+    for o in outputs:
+        if o is None:
+            continue
+        p = Path(o).resolve()
+        if p in owned:
+            raise InputError(f"output {o} is {owned[p]}; writing it would destroy what the command reads",
+                             "write the output to another path")
+        if p in seen:
+            raise InputError(f"output {o} is given twice (also as {seen[p]})", "give each output its own path")
+        seen[p] = str(o)
 
 
 def file_size(path: str | os.PathLike) -> int:

@@ -15,9 +15,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from attnvgg.errors import InputError
+from attnvgg.artifacts import write_text
 
 ATTENTION_KINDS = ("global", "se", "cbam", "none")
 PRECISIONS = ("fp32", "fp16", "int8")
+#: the runners of an ONNX file (--provider/--runner, [validate] providers, [bench] providers,
+#: [evaluate] provider): cpu/cuda = ONNX Runtime's execution providers, openvino = OpenVINO on
+#: the CPU in f32, openvino-bf16 = OpenVINO on the CPU with bf16 inference precision
+ONNX_RUNNERS = ("cpu", "cuda", "openvino", "openvino-bf16")
 
 
 @dataclass
@@ -109,20 +114,20 @@ class ValidateSpec:
     locate: bool = False
 
 
-BUILD_PRESETS = ("server", "edge")
+BUILD_TARGETS = ("server", "edge")
 HARDWARE_COMPATIBILITY = ("none", "ampere+", "same-compute-capability")
 
 
 @dataclass
 class BuildSpec:
-    """TensorRT engine build options. ``None`` means: take it from the preset.
+    """TensorRT engine build options. ``None`` means: take it from the target.
 
     Precision is not here: it is read from each ONNX file (strongly typed builds).
-    The presets (``attnvgg.engines.build_plan.PRESETS``): server = batch 1/16/64,
+    The targets (``attnvgg.engines.build_plan.TARGETS``): server = batch 1/16/64,
     8 GiB workspace; edge = batch 1/1/8, 1 GiB workspace.
     """
 
-    preset: str = "server"                  # "server" or "edge"
+    target: str = "server"                  # "server" or "edge" (config key "preset" before issue 10)
     batch_min: Optional[int] = None         # optimization profile, batch axis
     batch_opt: Optional[int] = None
     batch_max: Optional[int] = None
@@ -137,21 +142,27 @@ class BuildSpec:
 
 
 # ---------------------------------------------------------------- fp16 / int8 / accuracy
+FP16_CONVERTERS = ("autocast", "onnxconverter-common")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 CALIB_FLAVOURS = ("tensorrt", "cpu")
-EXCLUDE_PRESETS = ("attention", "attention+gates", "none")
+HIGH_PRECISIONS = ("fp16", "fp32")
+KEEP_FLOAT = ("attention", "attention+gates", "none")
 
 
 @dataclass
 class Fp16Spec:
     """``attnvgg convert --precision fp16``: an FP16-typed graph with fp32 input/output by default.
 
-    ``block_ops`` stay fp32 (on top of onnxconverter-common's list of ops without fp16 kernels).
+    The converter is ModelOpt AutoCast (``modelopt.onnx.autocast.convert_to_mixed_precision``): it
+    keeps in fp32 the nodes whose values (one reference run on random inputs) exceed its data range,
+    and ``block_ops`` (its ``op_types_to_exclude``). ``converter = "onnxconverter-common"`` is the
+    previous converter (``block_ops`` on top of its list of ops without fp16 kernels).
     Measured on ORT CPU, blocking Softmax/ReduceMean changed nothing (CPU casts fp16 ops back to
     fp32), so none is blocked by default; ``--block-op Softmax`` is there for TensorRT runs.
     """
 
     block_ops: list[str] = field(default_factory=list)
+    converter: str = "autocast"             # ModelOpt AutoCast (data-range fallback), or "onnxconverter-common"
     keep_io_types: bool = True              # --fp16-io turns it off (float16 input and logits)
     check: bool = True                      # parity against the fp32 ONNX with the fp16 tolerance
     check_samples: int = 4                  # random inputs in the parity check
@@ -160,12 +171,16 @@ class Fp16Spec:
 
 @dataclass
 class CalibrateSpec:
-    """``attnvgg calibrate``: explicit Q/DQ INT8 from calibration data (ONNX Runtime quantizer)."""
+    """``attnvgg calibrate``: explicit Q/DQ INT8 from calibration data.
+
+    The ``tensorrt`` flavour is placed by NVIDIA ModelOpt's ONNX PTQ from attnvgg's ranges
+    (``calibration.modelopt_ptq``); the ``cpu`` flavour by ONNX Runtime's quantizer.
+    """
 
     data: str = "builtin:calib"             # builtin:calib, an image folder, or a .npz/.npy file
     method: str = "minmax"                  # minmax | entropy | percentile
     flavour: str = "tensorrt"               # tensorrt: int8 symmetric (zero point 0); cpu: uint8 activations
-    exclude_preset: str = "attention"       # attention | attention+gates | none
+    keep_float: str = "attention"           # attention | attention+gates | none (was "exclude_preset")
     exclude: list[str] = field(default_factory=list)   # extra node names kept in float
     batch_size: int = 4                     # images per calibration batch: peak RSS 2.1 GiB at 224 px (3.5 at 8)
     num_images: Optional[int] = None        # None = every image in the set
@@ -175,6 +190,7 @@ class CalibrateSpec:
     cache: bool = True                      # reuse tensor ranges from an earlier identical calibration
     cache_dir: Optional[str] = None         # default $ATTNVGG_CACHE_DIR/calib or ~/.cache/attnvgg/calib
     check_samples: int = 0                  # >0: compare that many calibration images against fp32 (~10 s at 224)
+    high_precision: Optional[str] = None    # tensorrt flavour: the unquantized part's type, fp16 (default) or fp32
 
 
 @dataclass
@@ -223,7 +239,6 @@ class BenchSpec:
     threads: Optional[int] = None
     cuda_graphs: bool = False               # PyTorch on CUDA and TensorRT: replay a captured CUDA graph
     providers: list[str] = field(default_factory=lambda: ["cpu"])
-    pytorch_baseline: bool = True           # add the PyTorch eager fp32 row ("what users run today")
     seed: int = 0                           # random inputs
 
 # ---------------------------------------------------------------------------- data / train
@@ -333,6 +348,7 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type, data: dict, where: str = "") -> Any:
     """Build dataclass ``cls`` from a dict, refusing unknown keys and wrong types."""
+    data = _renamed(cls, data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -354,8 +370,25 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     return obj
 
 
+#: config keys renamed so that "preset" means one thing (the run preset): old spellings still load
+RENAMED = {"BuildSpec": {"preset": "target"}, "CalibrateSpec": {"exclude_preset": "keep_float"}}
+
+
+def _renamed(cls: type, data: dict) -> dict:
+    old = RENAMED.get(cls.__name__, {})
+    if not any(k in data for k in old):
+        return data
+    out = dict(data)
+    for was, now in old.items():
+        if was in out:
+            value = out.pop(was)
+            out.setdefault(now, value)
+    return out
+
+
 def apply_dict(obj: Any, data: dict, where: str = "") -> Any:
     """Layer ``data`` over an existing dataclass (a preset): only the keys given change."""
+    data = _renamed(type(obj), data)
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     unknown = sorted(set(data) - names)
@@ -376,6 +409,64 @@ def apply_dict(obj: Any, data: dict, where: str = "") -> Any:
         else:
             setattr(obj, key, _check_type(value, hints[key], here))
     return obj
+
+
+@dataclass
+class Settings:
+    """The effective config and which keys the user gave (config file, flags, --set), per section.
+
+    ``given`` lets a stage tell "the user asked for this model" from "the preset's default", e.g.
+    to take the model spec and preprocessing stored with an artifact unless the user gave them."""
+
+    cfg: Config
+    given: dict[str, set[str]] = field(default_factory=dict)
+
+    def gave(self, section: str, besides: tuple[str, ...] = ()) -> bool:
+        return bool(self.given.get(section, set()) - set(besides))
+
+
+def layer(cfg: Config, layers: list[dict]) -> Settings:
+    """Apply ``layers`` in order over ``cfg`` (each through ``apply_dict``: unknown keys and wrong
+    types refused) and record which sections and keys they set."""
+    given: dict[str, set[str]] = {}
+    for data in layers:
+        apply_dict(cfg, data)
+        for section, table in data.items():
+            keys = set(table) if isinstance(table, dict) else {section}
+            given.setdefault(section, set()).update(keys)
+    return Settings(cfg, given)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A --config file as a layer. A model TOML (``attnvgg train`` writes one beside each checkpoint,
+    e.g. attnvgg/assets/builtin.toml) is a valid config: its ``[result]`` table (what training
+    measured) is facts, not settings, and is left out; a relative checkpoint path is taken relative
+    to the file when it is not found relative to the working directory."""
+    data = read_toml(path)
+    data.pop("result", None)
+    model = data.get("model")
+    if isinstance(model, dict):
+        for key in ("checkpoint", "pretrained_vgg"):
+            value = model.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+                beside = Path(path).parent / value
+                if beside.exists():
+                    model[key] = str(beside)
+    return data
+
+
+def nested(flags: dict[str, Any]) -> dict:
+    """``{"export.opset": 17, "model.width": None}`` -> ``{"export": {"opset": 17}}`` (None = not given)."""
+    out: dict = {}
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        cur = out
+        keys = dotted.split(".")
+        for k in keys[:-1]:
+            cur = cur.setdefault(k, {})
+        cur[keys[-1]] = value
+    return out
 
 
 def parse_override(text: str) -> dict:
@@ -443,6 +534,4 @@ def dumps_config(cfg: Any) -> str:
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:
-    from attnvgg.artifacts import write_text
-
     return write_text(path, dumps_config(cfg))

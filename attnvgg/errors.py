@@ -48,6 +48,14 @@ class MissingDependency(AttnvggError):
     exit_code = 4
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (a library's multi-line error, a C++
+    dump), or its type name when it has none; at most ``limit`` characters. Every one-line error
+    that quotes a library's exception goes through this."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 def require(module: str, install: str):
     """Import an optional heavy module or raise MissingDependency with the install command."""
     import importlib

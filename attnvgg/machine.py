@@ -10,6 +10,7 @@ import datetime as _dt
 import os
 from pathlib import Path
 from typing import Optional
+from attnvgg import __version__
 
 
 def cpuinfo() -> tuple[Optional[str], Optional[int]]:
@@ -58,23 +59,13 @@ def _nvidia_smi() -> Optional[dict]:
     return {"name": name.strip(), "driver": driver.strip() or None}
 
 
-def _tensorrt_version() -> Optional[str]:
-    """The installed tensorrt version, read through the TensorRT module (the one place that
-    imports tensorrt); None where it is absent or does not import."""
-    try:
-        from attnvgg.runners.tensorrt import installed_tensorrt_version
+def machine_info(tensorrt_version: Optional[str] = None) -> dict:
+    """Where the figures were measured: CPU, cores, GPU and driver, library versions, date.
 
-        return installed_tensorrt_version()
-    except Exception:  # noqa: BLE001 - only if importable; never fail
-        return None
-
-
-def machine_info() -> dict:
-    """Where the figures were measured: CPU, cores, GPU and driver, library versions, date."""
+    ``tensorrt_version`` comes from the caller (``runners.tensorrt.installed_tensorrt_version``):
+    this shared module sits below the runners and never imports tensorrt."""
     import platform
     import sys
-
-    from attnvgg import __version__
 
     model, physical = cpuinfo()
     try:
@@ -112,7 +103,7 @@ def machine_info() -> dict:
         "versions": {"python": sys.version.split()[0], "attnvgg": __version__, "torch": torch_version,
                      "cuda": cuda_version, "onnxruntime": ort["version"] if ort else None,
                      "onnxruntime_providers": ort["providers"] if ort else None,
-                     "onnx": _version("onnx"), "numpy": _version("numpy"), "tensorrt": _tensorrt_version(),
+                     "onnx": _version("onnx"), "numpy": _version("numpy"), "tensorrt": tensorrt_version,
                      "openvino": _version("openvino")},
         "platform": platform.platform(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -9,13 +9,13 @@ File hashes are memoised by (path, size, mtime) so a rerun does not re-read 556 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from attnvgg import __version__
 from attnvgg.artifacts import read_json, sha256_file, sha256_json, write_json
+from attnvgg.errors import InputError
 
 MANIFEST = "manifest.json"
 
@@ -67,8 +67,6 @@ class Manifest:
             step.inputs = [p for p in step.inputs if Path(p).exists()]
         missing = [str(p) for p in step.inputs if not Path(p).exists()]
         if missing:
-            from attnvgg.errors import InputError
-
             raise InputError(f"step {step.name} needs {', '.join(missing)}, which does not exist",
                              "run the earlier stages first (drop --stages, or add the stage that makes it)")
         return sha256_json({
@@ -103,8 +101,3 @@ class Manifest:
         self.steps.pop(name, None)
         self.save()
 
-
-def clear_stale(paths: list[Path]) -> None:
-    for p in paths:
-        if Path(p).exists():
-            os.unlink(p)

@@ -13,11 +13,42 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from attnvgg.config import RUN_STAGES, RUN_VARIANTS, Config, apply_dict
-from attnvgg.errors import AttnvggError, InputError
+import numpy as np
+
+from attnvgg.config import (
+    RUN_STAGES,
+    RUN_VARIANTS,
+    Config,
+    Settings,
+    apply_dict,
+    layer,
+    parse_override,
+    read_config_file,
+)
+from attnvgg import sidecar
+from attnvgg.artifacts import atomic_path, check_outputs, write_json
+from attnvgg.calibration.int8 import calibrate
+from attnvgg.calibration.mixed import calibrate_mixed, check_mixed
+from attnvgg.config import ModelSpec, PreprocessSpec
+from attnvgg.data import builtin_model_config, open_dataset
+from attnvgg.data.preprocess import for_model
+from attnvgg.engines.bench import bench_artifacts
+from attnvgg.engines.build import run_build
+from attnvgg.errors import AttnvggError, CheckFailed, InputError
+from attnvgg.export.fp16 import convert_fp16
+from attnvgg.export.onnx import export_onnx
+from attnvgg.export.simplify import simplify_onnx
 from attnvgg.manifest import Manifest, Step
+from attnvgg.models.build import torch_runner
+from attnvgg.onnxgraph import load_onnx, model_input
+from attnvgg.report import make_report
+from attnvgg.runners.factory import open_runner, provider_device
+from attnvgg.runners.openvino import unavailable_reason
+from attnvgg.runners.tensorrt import tensorrt_available
+from attnvgg.runners.accuracy import AccuracyResult, check_budget, evaluate
+from attnvgg.validate.parity import validate_artifact
 
 PRESETS = ("default", "vgg16-224")
 
@@ -27,14 +58,12 @@ def preset_config(name: str) -> Config:
     set (finishes in minutes on 2 cores); ``vgg16-224``: the full-size model at 224 px."""
     cfg = Config()
     if name == "default":
-        from attnvgg.data import builtin_model_config
-
         model, pre = builtin_model_config()
         cfg.model, cfg.preprocess = model, pre
         apply_dict(cfg, {
             "export": {"batch_max": 32},
             "validate": {"batches": [1, 8], "samples": 16, "images": "builtin:val"},
-            "calibrate": {"data": "builtin:calib", "num_images": 256, "batch_size": 16},
+            "calibrate": {"data": "builtin:calib", "batch_size": 16},   # every one of its 256 images
             "evaluate": {"data": "builtin:val", "batch_size": 50},
             "run": {"out": "runs/default"},
         })
@@ -54,18 +83,25 @@ def preset_config(name: str) -> Config:
     return cfg
 
 
-def effective_config(preset: str = "default", config_path: str | None = None, overrides: list[str] = ()) -> Config:
-    """defaults < preset < config file < --set overrides."""
-    from attnvgg.config import parse_override, read_toml
+def settings(preset: str | None = "default", config_path: str | None = None, overrides: Sequence[str] = (),
+             flags: dict | None = None) -> Settings:
+    """The one config path of every command: defaults < preset < --config file < flags < --set."""
+    layers = [read_config_file(config_path)] if config_path else []
+    layers += [flags] if flags else []
+    layers += [parse_override(text) for text in overrides]
+    result = layer(preset_config(preset or "default"), layers)
+    if result.gave("model", besides=("checkpoint", "trust_checkpoint", "seed", "gamma")) \
+            and "checkpoint" not in result.given["model"]:
+        result.cfg.model.checkpoint = None   # the preset's weights belong to the preset's architecture
+    check_names(result.cfg.run.stages, RUN_STAGES, "stage")
+    check_names(result.cfg.run.variants, RUN_VARIANTS, "variant")
+    return result
 
-    cfg = preset_config(preset)
-    if config_path:
-        apply_dict(cfg, read_toml(config_path))
-    for text in overrides:
-        apply_dict(cfg, parse_override(text))
-    check_names(cfg.run.stages, RUN_STAGES, "stage")
-    check_names(cfg.run.variants, RUN_VARIANTS, "variant")
-    return cfg
+
+def effective_config(preset: str = "default", config_path: str | None = None, overrides: Sequence[str] = (),
+                     flags: dict | None = None) -> Config:
+    """``settings(...).cfg``."""
+    return settings(preset, config_path, overrides, flags).cfg
 
 
 def check_names(names: list[str], allowed: tuple[str, ...], what: str) -> None:
@@ -111,8 +147,6 @@ def variant_runners(variants: list[str]) -> tuple[dict[str, str], dict[str, str]
     cannot). ONNX Runtime variants run on "cpu"; an OpenVINO variant needs openvino, and
     openvino-bf16 a CPU with native bf16; openvino-int8 runs its float parts in bf16 where the CPU
     has it and in f32 otherwise (the runner's name, openvino-bf16 or openvino-f32, says which)."""
-    from attnvgg.runners.openvino import unavailable_reason
-
     runners: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for v in variants:
@@ -142,8 +176,6 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
     ckpt = [Path(m.checkpoint)] if m.checkpoint else []
 
     def export_fn() -> dict:
-        from attnvgg.export.onnx import export_onnx
-
         res = export_onnx(m, cfg.export, paths.onnx, preprocess=cfg.preprocess)
         return {"seconds": round(res.seconds, 2), "nodes": res.summary["nodes"]}
 
@@ -152,8 +184,6 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
                       outputs=[paths.onnx]))
 
     def simplify_fn() -> dict:
-        from attnvgg.export.simplify import simplify_onnx
-
         return {"reason": simplify_onnx(paths.onnx, paths.sim, cfg.simplify).reason}
 
     steps.append(Step("simplify", "simplify", simplify_fn, inputs=[paths.onnx],
@@ -164,8 +194,6 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
     files = list(dict.fromkeys(FILE_OF_VARIANT.get(v, v) for v in variants))   # the files to make
     if "fp16" in files:
         def fp16_fn() -> dict:
-            from attnvgg.export.fp16 import convert_fp16
-
             r = convert_fp16(paths.sim, paths.fp16, cfg.fp16, tolerance=cfg.validate.tolerances["fp16"], log=_log)
             return {"seconds": round(r.seconds, 2), "parity": r.parity}
 
@@ -179,10 +207,7 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
         spec.flavour = v.split("-", 1)[1]
 
         def calib_fn(spec=spec, v=v) -> dict:
-            from attnvgg.calibration.int8 import calibrate
-            from attnvgg.data import open_dataset
-
-            ds = open_dataset(spec.data, cfg.preprocess)
+            ds = open_dataset(spec.data, preprocess_for(paths.sim, cfg))
             r = calibrate(paths.sim, ds, paths.variant(v), spec, log=_log, progress=False)
             return {"cache_hit": r.cache_hit, "calibration_s": round(r.calibration_s, 2), "images": r.images,
                     "quantized": len(r.quantized), "excluded": len(r.excluded)}
@@ -200,10 +225,8 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
         vspec = dataclasses.replace(cfg.validate, providers=[runners[v]]) if v in RUNNER_OF_VARIANT else cfg.validate
 
         def parity_fn(v=v, out_json=out_json, out_xml=out_xml, vspec=vspec) -> dict:
-            from attnvgg.validate.parity import validate_artifact
-
             r = validate_artifact(paths.variant(v), m, vspec, out_json, out_xml,
-                                  precision=variant_precision(v), preprocess=cfg.preprocess)
+                                  precision=variant_precision(v), preprocess=preprocess_for(paths.variant(v), cfg))
             return {"passed": r.passed, **r.worst()}
 
         steps.append(Step(f"validate:{v}", "validate", parity_fn, inputs=[paths.variant(v)] + ckpt,
@@ -218,7 +241,7 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
                 "data": _data_key(cfg.evaluate.data, cfg)}
 
     def acc_ref_fn() -> dict:
-        return evaluate_to_files(None, cfg, paths.results / "accuracy-pytorch.json", save_logits=ref_logits)
+        return _acc_summary(evaluate_to_files(None, cfg, paths.results / "accuracy-pytorch.json", save_logits=ref_logits))
 
     steps.append(Step("evaluate:pytorch", "evaluate", acc_ref_fn, inputs=ckpt,
                       settings=lambda: {**acc_settings(), "model": _asdict(m)},
@@ -229,7 +252,8 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
         provider = runners[v] if v in RUNNER_OF_VARIANT else None
 
         def acc_fn(v=v, out=out, provider=provider) -> dict:
-            return evaluate_to_files(paths.variant(v), cfg, out, reference_logits=ref_logits, provider=provider)
+            return _acc_summary(evaluate_to_files(paths.variant(v), cfg, out, reference_logits=ref_logits,
+                                                  provider=provider))
 
         steps.append(Step(f"evaluate:{v}", "evaluate", acc_fn, inputs=[paths.variant(v), ref_logits],
                           settings=(acc_settings if provider is None
@@ -240,8 +264,6 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
     trt_variants = [v for v in variants if v in ("fp32", "fp16", "int8-tensorrt")]
 
     def trt_reason() -> str | None:
-        from attnvgg.runners.tensorrt import tensorrt_available
-
         ok, why = tensorrt_available()
         return None if ok else why
 
@@ -250,12 +272,10 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
         build_json = paths.engines / "build.json"
 
         def build_fn() -> dict:
-            from attnvgg.artifacts import write_json
-            from attnvgg.engines.build import run_build
-
             r = run_build([paths.variant(v) for v in trt_variants], build_spec, paths.engines)
-            info = {"engines": [str(e.engine) for e in r.plan.engines], "sidecars": r.sidecars}
+            info = {"engines": [str(e) for e, _ in r.built()], "sidecars": r.sidecars, "failures": r.failures}
             write_json(build_json, info)
+            r.raise_for_failures()
             return {"engines": info["engines"]}
 
         steps.append(Step("build", "build", build_fn, inputs=[paths.variant(v) for v in trt_variants],
@@ -272,8 +292,6 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
                      else bench_spec)
 
             def bench_fn(label=label, art=art, out=out, bspec=bspec) -> dict:
-                from attnvgg.engines.bench import bench_artifacts
-
                 res = bench_artifacts([str(art) if art else "pytorch"], bspec, model_spec_for_pytorch=m, out_json=out)
                 return {"rows": len(res.get("rows", []))}
 
@@ -282,8 +300,6 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
                               outputs=[out]))
 
     def report_fn() -> dict:
-        from attnvgg.report import make_report
-
         sidecars = [p.with_name(p.name + ".json") for p in dict.fromkeys(paths.variant(v) for v in variants)]
         out = make_report([paths.results, paths.notes, *[p for p in sidecars if p.exists()]], paths.report)
         return {k: str(v) for k, v in out.items()}
@@ -296,34 +312,146 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
     return steps
 
 
-def evaluate_to_files(artifact: Path | None, cfg: Config, out: Path, save_logits: Path | None = None,
-                      reference_logits: Path | None = None, provider: str | None = None) -> dict:
-    """Accuracy of one artifact (None = the PyTorch model) on the evaluation set, to JSON.
+def input_size_of(artifact: Path | None, cfg: Config) -> int:
+    """The input height (= width) a model takes: read from an ONNX graph (no weights loaded), else
+    the model spec's (the PyTorch model, an engine)."""
+    if artifact is not None and Path(artifact).suffix == ".onnx":
+        return model_input(load_onnx(artifact, load_external_data=False)).chw[1]
+    return cfg.model.input_size
 
-    The PyTorch fp32 run saves its logits; every variant is then compared against those
-    saved logits instead of running PyTorch again for each one.
+
+def preprocess_for(artifact: Path | str | None, cfg: Config, given: bool = False) -> PreprocessSpec:
+    """The preprocessing every stage feeding ``artifact`` uses, in ``run`` and the stage commands
+    alike (``data.preprocess.for_model``: the spec stored with the model, else the given one)."""
+    art = Path(artifact) if artifact is not None else None
+    return for_model(art, cfg.preprocess, input_size_of(art, cfg), given)
+
+
+def reference_model(artifact: Path | str, st: Settings) -> ModelSpec:
+    """The PyTorch model an artifact is compared with: the user's model options when given
+    (--config [model], flags, --set), else the spec stored in the artifact's sidecar lineage."""
+    cfg = st.cfg
+    if st.gave("model", besides=("trust_checkpoint",)):
+        return cfg.model
+    spec = sidecar.model_spec(artifact, trust=cfg.model.trust_checkpoint, factory=cfg.model.factory)
+    if spec is None:
+        raise InputError(f"no PyTorch model known for {artifact} (no sidecar {Path(artifact).name}.json with the "
+                         "model spec)", "pass --config FILE.toml with [model] and [preprocess] (or the model options "
+                         "used at export: --checkpoint/--attention/--width/--input-size/--num-classes)")
+    return spec
+
+
+def evaluate_to_files(artifact: Path | str | None, cfg: Config, out: Path | str, save_logits: Path | str | None = None,
+                      reference_logits: Path | str | None = None, reference: Any = None,
+                      reference_name: str = "pytorch-fp32", preprocess: PreprocessSpec | None = None,
+                      model_spec: ModelSpec | None = None, progress: bool = False,
+                      log: Callable[[str], None] | None = None, provider: str | None = None) -> AccuracyResult:
+    """Accuracy of one artifact (None = the PyTorch model) on the evaluation set, to JSON: the one
+    evaluate of ``run`` and ``attnvgg evaluate``.
+
+    ``reference`` is a runner; ``reference_logits`` a .npy/.npz file as ``save_logits`` writes it
+    (``run`` saves the PyTorch fp32 logits once and compares every variant with them). ``provider``
+    overrides ``[evaluate] provider`` (the OpenVINO variants of ``run``).
     """
-    import numpy as np
-
-    from attnvgg.artifacts import atomic_path, write_json
-    from attnvgg.data import open_dataset
-    from attnvgg.runners.factory import open_runner
-    from attnvgg.validate.accuracy import evaluate
-
-    ds = open_dataset(cfg.evaluate.data, cfg.preprocess)
-    runner = open_runner(artifact, provider=provider or cfg.evaluate.provider, threads=cfg.evaluate.threads,
-                         model_spec=cfg.model)
-    ref = np.load(reference_logits)["logits"] if reference_logits else None
-    res = evaluate(runner, ds, cfg.evaluate, reference_logits=ref, reference_name="pytorch-fp32",
-                   keep_logits=save_logits is not None, progress=False, log=_log)
-    data = res.to_dict()
-    data["artifact"] = str(artifact) if artifact else "pytorch"
-    data["backend"] = "pytorch" if artifact is None else runner.backend
+    spec = cfg.evaluate
+    check_outputs([out] + ([save_logits] if save_logits else []), [artifact, reference_logits])
+    pre = preprocess if preprocess is not None else preprocess_for(artifact, cfg)
+    ds = open_dataset(spec.data, pre)
+    runner = (torch_runner(model_spec or cfg.model) if artifact is None
+              else open_runner(artifact, provider=provider or spec.provider, threads=spec.threads))
+    ref_logits = load_logits(reference_logits) if reference_logits else None
+    res = evaluate(runner, ds, spec, reference=reference, reference_logits=ref_logits, reference_name=reference_name,
+                   keep_logits=save_logits is not None, progress=progress, log=log or _log)
+    data = {**sidecar.result_header("accuracy", [artifact]), **res.to_dict(),
+            "artifact": str(artifact) if artifact else "pytorch",
+            "backend": "pytorch" if artifact is None else runner.backend}
     write_json(out, data)
     if save_logits is not None:
         with atomic_path(save_logits) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, logits=res.logits)
+                if str(save_logits).endswith(".npy"):
+                    np.save(f, res.logits)
+                else:
+                    np.savez(f, logits=res.logits)    # the format run keeps
+    return res
+
+
+# ----------------------------------------------------------------------------- stage commands
+# What ``attnvgg validate/calibrate/evaluate`` do once the CLI has built the settings: the same
+# functions ``run`` calls, with the model and preprocessing from the artifact's sidecar.
+
+def validate_command(artifact: str, st: Settings, precision: str, json_path: str | None, junit_path: str | None,
+                     explicit_batches: bool, show: Callable[[Any], None], exact_precision: bool = False) -> Any:
+    """Parity of ``artifact`` against its PyTorch model; ``show`` gets the result before a failure
+    raises CheckFailed. ``exact_precision``: ``precision``'s tolerance set for every runner (else a
+    bf16 runner is judged by the bf16 set)."""
+    check_outputs([json_path, junit_path], [artifact])
+    cfg = st.cfg
+    model_spec = reference_model(artifact, st)
+    pre = preprocess_for(artifact, cfg, given=st.gave("preprocess")) if cfg.validate.images else None
+    res = validate_artifact(artifact, model_spec, cfg.validate, json_path, junit_path, precision=precision,
+                            explicit_batches=explicit_batches, preprocess=pre, exact_precision=exact_precision)
+    show(res)
+    if not res.passed:
+        where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
+        raise CheckFailed(f"parity failed for {artifact}{where}", "see the table above" + (
+            "" if cfg.validate.locate else "; rerun with --locate to find the first diverging layer"))
+    return res
+
+
+def calibrate_command(model: str, out: str, st: Settings, exclude: Sequence[str] = ()) -> str:
+    """INT8 (or, with ``mixed.max_drop``, accuracy-searched mixed) variant of ``model``; the summary line."""
+    cfg, spec = st.cfg, st.cfg.calibrate
+    spec.exclude = list(spec.exclude) + list(exclude)
+    check_outputs([out], [model])
+    if cfg.mixed.max_drop is not None:
+        check_mixed(cfg.mixed)          # bad budgets fail before any data is read
+    pre = preprocess_for(model, cfg, given=st.gave("preprocess"))
+    if cfg.mixed.max_drop is not None:
+        r = calibrate_mixed(model, open_dataset(spec.data, pre), open_dataset(cfg.mixed.val_data, pre), out, spec,
+                            cfg.mixed)
+        return r.summary_line(spec.flavour, cfg.mixed.allow_float_conv)
+    return calibrate(model, open_dataset(spec.data, pre), out, spec).summary_line()
+
+
+def evaluate_command(artifact: str | None, st: Settings, reference: str | None, reference_logits: str | None,
+                     save_logits: str | None, out: str | None, echo: Callable[[str], None],
+                     log: Callable[[str], None]) -> AccuracyResult:
+    """Accuracy of ``artifact`` (None: the PyTorch model), against ``reference`` ("pytorch": the model
+    in the artifact's sidecar) or saved logits; CheckFailed beyond ``evaluate.max_top1_drop``."""
+    cfg = st.cfg
+    if reference and reference_logits:
+        raise InputError("both --reference and --reference-logits were given", "pass only one")
+    if artifact is None and not (cfg.model.checkpoint or cfg.model.factory):
+        raise InputError("no model to evaluate: no ARTIFACT and no trained weights (random weights say nothing)",
+                         "pass an .onnx/.engine file, or --checkpoint/--model/--config for the PyTorch model")
+    out = out or (artifact + ".accuracy.json" if artifact else "accuracy.json")
+    model_spec = reference_model(artifact, st) if artifact and reference == "pytorch" else cfg.model
+    ref_runner = None
+    if reference == "pytorch":
+        ref_runner = torch_runner(model_spec)
+    elif reference:
+        # the reference stays ONNX Runtime on the same device: a bf16 reference would hide bf16's error
+        ref_runner = open_runner(reference, provider=provider_device(cfg.evaluate.provider), threads=cfg.evaluate.threads)
+    pre = preprocess_for(artifact, cfg, given=st.gave("preprocess") or artifact is None)
+    result = evaluate_to_files(artifact, cfg, out, save_logits=save_logits, reference_logits=reference_logits,
+                               reference=ref_runner, reference_name=reference or reference_logits or "reference",
+                               preprocess=pre, model_spec=model_spec, progress=True, log=log)
+    echo(result.summary_line(out))
+    check_budget(result, cfg.evaluate.max_top1_drop)
+    return result
+
+
+def load_logits(path: Path | str) -> Any:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        return loaded["logits"] if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"cannot read reference logits {path} ({type(exc).__name__})",
+                         "pass a .npy, or a .npz with a 'logits' array, as written by --save-logits") from exc
+
+
+def _acc_summary(res: AccuracyResult) -> dict:
     agree = res.reference.top1_agreement if res.reference else None
     return {"top1": res.top1, "top1_agreement": agree, "images": res.images}
 
@@ -333,8 +461,6 @@ def _data_key(name: str | None, cfg: Config) -> str | None:
     files and folders by their content hash."""
     if not name:
         return None
-    from attnvgg.data import open_dataset
-
     try:
         return open_dataset(name, cfg.preprocess).content_hash()
     except AttnvggError:
@@ -347,8 +473,6 @@ def _log(msg: str) -> None:
 
 def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = False,
                  echo: Callable[[str], None] = print) -> dict:
-    from attnvgg.artifacts import write_json
-
     if stages:
         check_names(stages, RUN_STAGES, "stage")
     root = Path(cfg.run.out)
@@ -382,7 +506,7 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
             summary["steps"][step.name] = f"skipped: {reason}"
             continue
         if step.name == "report":
-            write_json(paths.notes, notes)
+            write_json(paths.notes, {"format": sidecar.format_tag("notes"), **notes})
         key = manifest.key(step)
         if not force and manifest.is_fresh(step, key):
             echo(f"{label} cached")

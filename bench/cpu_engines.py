@@ -74,7 +74,9 @@ def open_engine(e: Engine, paths: Paths, threads: int, preset: str):
 
     cfg = effective_config(preset)
     if e.artifact == "pytorch":
-        return open_runner(None, model_spec=cfg.model)
+        from attnvgg.models.build import torch_runner
+
+        return torch_runner(cfg.model)
     return open_runner(paths.variant(e.artifact), provider=e.provider, threads=threads)
 
 

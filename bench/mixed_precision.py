@@ -9,15 +9,11 @@ with ``allow_float_conv``: convolutions become candidates too), then calibrates 
 validation images, and compares how many layers each keeps in float.
 
     python bench/mixed_precision.py [--max-drop 0.3] [--val-limit N] [--workdir DIR]
-
-Without ``attnvgg.data`` (before it is merged) the script trains a tiny attention CNN on
-synthetic 32x32 images instead, and says so in its first line.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -25,71 +21,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-class Arrays:
-    """The Dataset interface over numpy arrays (fallback model only)."""
-
-    def __init__(self, x, y=None, name: str = "arrays"):
-        self.x, self.y, self.name = x, y, name
-        self.classes = [str(i) for i in range(10)]
-        self.has_labels = y is not None
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def iter_batches(self, batch_size: int, limit: int | None = None):
-        n = len(self.x) if limit is None else min(limit, len(self.x))
-        for i in range(0, n, batch_size):
-            yield self.x[i:i + batch_size], None if self.y is None else self.y[i:i + batch_size]
-
-    def content_hash(self) -> str:
-        return hashlib.sha256(self.x.tobytes() + (b"" if self.y is None else self.y.tobytes())).hexdigest()
-
-    def describe(self) -> dict:
-        return {"kind": self.name, "images": len(self.x)}
-
-
-def _fallback(work: Path):
-    """A tiny conv + global attention + SE net trained for a few seconds on synthetic images."""
-    import numpy as np
-    import torch
-    from torch import nn
-
-    from attnvgg.config import ExportSpec, ModelSpec
-    from attnvgg.export.onnx import export_onnx
-    from attnvgg.models.attention import GlobalAttention, SEBlock
-
-    def images(n, seed):
-        rng = np.random.default_rng(seed)
-        y = rng.integers(0, 10, n)
-        x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
-        for i, k in enumerate(y):
-            cy, cx = (k // 5) * 16 + 2 + rng.integers(0, 8), (k % 5) * 6 + rng.integers(0, 3)
-            x[i, k % 3, cy:cy + 6, cx:cx + 5] += 1.5
-        return x, y.astype(np.int64)
-
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), GlobalAttention(16), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), SEBlock(32), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
-    with torch.no_grad():
-        model[5].gamma.fill_(1.0)
-    x, y = images(2048, 0)
-    opt = torch.optim.Adam(model.parameters(), 2e-3)
-    for _ in range(150):
-        i = torch.randint(0, len(x), (32,))
-        loss = nn.functional.cross_entropy(model(torch.from_numpy(x[i])), torch.from_numpy(y[i]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    path = export_onnx(ModelSpec(input_size=32, num_classes=10), ExportSpec(batch_max=32), work / "tiny.onnx",
-                       model=model).path
-    xv, yv = images(500, 1)
-    return path, Arrays(images(128, 2)[0], name="calib"), Arrays(xv, yv, name="val"), "tiny CNN trained in this script"
 
 
 def _builtin(work: Path):
@@ -122,7 +53,7 @@ def _float_layers(path: Path) -> tuple[int, int]:
 def _drop(model: Path, reference: Path, val, limit: int | None) -> float:
     from attnvgg.config import EvaluateSpec
     from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
-    from attnvgg.validate.accuracy import evaluate
+    from attnvgg.runners.accuracy import evaluate
 
     spec = EvaluateSpec(batch_size=16, limit=limit)
     with OnnxRuntimeRunner(reference) as r:
@@ -148,13 +79,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="bench-mixed-") if args.workdir is None else None
     work = Path(args.workdir or tmp.name)
     work.mkdir(parents=True, exist_ok=True)
-    try:
-        from attnvgg.data import builtin_model_config, open_dataset  # noqa: F401
-    except ImportError:
-        src, calib, val, what = _fallback(work)
-        what += " (attnvgg.data is not available here)"
-    else:
-        src, calib, val, what = _builtin(work)
+    src, calib, val, what = _builtin(work)
     print(f"model: {what}")
     print(f"calibration: {calib.describe().get('kind', calib.describe())}, {len(calib)} images; "
           f"validation: {len(val) if args.val_limit is None else min(args.val_limit, len(val))} images")
@@ -164,7 +89,6 @@ def main() -> None:
     per_image = 100 / (len(val) if args.val_limit is None else min(args.val_limit, len(val)))
 
     def run(budget: float, allow_float_conv: bool = False):
-        before = int8.CALIBRATION_PASSES
         t0 = time.perf_counter()
         flags = f"--max-drop {budget:g}{' --allow-float-conv' if allow_float_conv else ''}"
         try:
@@ -174,12 +98,11 @@ def main() -> None:
         except CheckFailed as exc:
             report = json.loads((work / "mixed.int8.onnx.mixed.json").read_text())
             print(f"search ({flags}): {time.perf_counter() - t0:.1f} s, {report['evaluations']} "
-                  f"evaluations, {report['calibration_passes']} calibration pass(es) "
-                  f"(counter: {int8.CALIBRATION_PASSES - before}) -> CheckFailed: {exc}")
+                  f"evaluations, {report['calibration_passes']} calibration pass(es) -> CheckFailed: {exc}")
             return None, report
         print(f"search ({flags}): {time.perf_counter() - t0:.1f} s, {r.evaluations} evaluations, "
-              f"{r.calibration_passes} calibration pass(es) (counter: {int8.CALIBRATION_PASSES - before}"
-              f"{', cache hit' if r.cache_hit else ''}), phases {r.calibration.timings}")
+              f"{r.calibration_passes} calibration pass(es){' (cache hit)' if r.cache_hit else ''}, "
+              f"phases {r.calibration.timings}")
         return r, None
 
     r, failed = run(args.max_drop)

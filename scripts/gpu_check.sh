@@ -92,7 +92,7 @@ for f in "$OUT/model.sim.onnx" "$OUT/model.fp16.onnx" "$OUT/model.int8.onnx"; do
 ENGINES=()
 if [ "${#ONNX[@]}" -gt 0 ]; then
     # shellcheck disable=SC2086
-    step build $ATTNVGG build "${ONNX[@]}" --preset "$PRESET" --out "$OUT/engines"
+    step build $ATTNVGG build "${ONNX[@]}" --target "$PRESET" --out "$OUT/engines"
     for e in "$OUT/engines/model.sim.fp32.engine" "$OUT/engines/model.fp16.engine" "$OUT/engines/model.int8.engine"; do
         [ -s "$e" ] && ENGINES+=("$e")
     done

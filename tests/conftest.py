@@ -69,3 +69,25 @@ def _private_cache_dir(tmp_path_factory):
         os.environ.pop("ATTNVGG_CACHE_DIR", None)
     else:
         os.environ["ATTNVGG_CACHE_DIR"] = old
+
+
+def stub_datasets(monkeypatch, pick) -> None:
+    """Every data source the stages open returns ``pick(name)`` (arrays built in the test).
+
+    Patches the public opener (``attnvgg.data.open_dataset``, also as the pipeline imported it),
+    not a CLI internal: the preprocessing decision still runs as in a real call."""
+    import attnvgg.pipeline  # noqa: F401 - imported first, so it binds the real opener that undo restores
+
+    fake = lambda name, pre, split=None: pick(name)  # noqa: E731
+    monkeypatch.setattr("attnvgg.data.open_dataset", fake)
+    monkeypatch.setattr("attnvgg.pipeline.open_dataset", fake)
+
+
+def preprocess_config(folder: Path, model: Path, name: str = "pre.toml") -> list[str]:
+    """``--config`` args giving a [preprocess] table for a model file without a sidecar."""
+    from attnvgg.onnxgraph import load_onnx, model_input
+
+    hw = model_input(load_onnx(model, load_external_data=False)).chw[1]
+    path = Path(folder) / name
+    path.write_text(f"[preprocess]\nresize = {hw}\ncrop = {hw}\n")
+    return ["--config", str(path)]

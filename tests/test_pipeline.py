@@ -42,7 +42,7 @@ def test_config_show_round_trips(tmp_path):
     assert "opset = 18" in res.output and "input_size = 224" in res.output
     path = tmp_path / "eff.toml"
     path.write_text(res.output)
-    again = effective_config("default" if False else "vgg16-224", str(path))
+    again = effective_config("vgg16-224", str(path))
     assert dumps_config(again) == res.output
 
 
@@ -111,7 +111,7 @@ def test_run_caches_and_reruns_only_what_changed(tmp_path):
 
 
 def test_run_resumes_after_interruption(tmp_path, monkeypatch):
-    import attnvgg.export.simplify as simp
+    import attnvgg.pipeline as simp      # the pipeline's reference to the stage function
 
     cfg = _tiny_run_cfg(tmp_path, 'run.variants=["fp32"]')
 

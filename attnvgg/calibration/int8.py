@@ -1,14 +1,17 @@
 """The calibrate stage: fp32 ONNX + calibration images -> explicit Q/DQ INT8 ONNX + sidecar.
 
-ONNX Runtime's static quantizer does the work (it is already a dependency and runs on a CPU;
-NVIDIA ModelOpt would bring its own torch/onnx pins). The stage adds what the pipeline needs
-around it: ranges collected one batch at a time (bounded memory), a calibration cache, an
-exclusion policy that keeps attention in float and is verified on the written graph, the
-TensorRT flavour (int8 symmetric, zero point 0, per-channel weights), and atomic writes.
+attnvgg owns the ranges: collected one batch at a time (bounded memory) by ONNX Runtime's
+calibrators restricted to the tensors that may be quantized, and kept in a calibration cache.
+Two quantizers place Q/DQ from those ranges:
 
-Ranges reach the quantizer through ``quantize_static(calibration_cache_path=...)``, ORT's own
-public way to skip its calibration pass, so a cache hit and a fresh calibration quantize through
-the same code.
+* ``tensorrt`` flavour: NVIDIA ModelOpt's ONNX PTQ (``modelopt_ptq``), which encodes TensorRT's
+  placement rules (no INT32 bias DQ, Q/DQ after Conv+ReLU, fp16 base by default), fed with our
+  ranges as a TensorRT calibration cache; the written graph must pass ``trt_rules``.
+* ``cpu`` flavour: ONNX Runtime's static quantizer (uint8 activations, its CPU kernels' format),
+  fed through ``quantize_static(calibration_cache_path=...)``.
+
+Both keep the exclusion policy (attention in float), verified on the written graph, and write
+atomically. A cache hit and a fresh calibration quantize through the same code.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from attnvgg.artifacts import atomic_path, onnx_hash, sha256_json, sidecar_path, write_json
+from attnvgg import sidecar
+from attnvgg.artifacts import atomic_path, check_outputs, external_data_path, onnx_hash, sha256_json, sidecar_path
 from attnvgg.calibration import cache as calib_cache
-from attnvgg.calibration.graph import GraphIndex, ensure_node_names, toposort
+from attnvgg.calibration import modelopt_ptq, trt_rules
+from attnvgg.calibration.graph import GraphIndex
 from attnvgg.calibration.policy import (
     ExclusionPlan,
     detach_from_qdq,
@@ -34,13 +39,12 @@ from attnvgg.calibration.policy import (
     policy_violations,
     quantized_nodes,
 )
-from attnvgg.calibration.reader import Dataset, InputShape, OneBatch, checked_batches, model_input
-from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, CalibrateSpec, default_tolerances
-from attnvgg.export.graph import load_onnx
-from attnvgg.errors import InputError, StageError, require
-
-#: Real calibration passes run in this process; tests use it to prove a cache hit skipped one.
-CALIBRATION_PASSES = 0
+from attnvgg.calibration.reader import Dataset, OneBatch, checked_batches
+from attnvgg.config import CALIB_FLAVOURS, CALIB_METHODS, HIGH_PRECISIONS, CalibrateSpec, default_tolerances
+from attnvgg.onnxgraph import InputShape, ensure_node_names, load_onnx, model_input, toposort
+from attnvgg.errors import InputError, StageError, first_line, require
+from attnvgg.runners.compare import compare_runners
+from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
 
 @dataclass
@@ -61,6 +65,13 @@ class CalibrationResult:
     parity: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)   # seconds per phase
 
+    def summary_line(self) -> str:
+        how = "cache hit" if self.cache_hit else f"calibrated in {self.calibration_s:.1f} s"
+        check = (f"; vs fp32 on {self.parity['samples']} images: cosine {self.parity['cosine']:.4f}, "
+                 f"top-1 agreement {self.parity['top1_agreement']:.0%}" if self.parity else "")
+        return (f"wrote {self.output} (int8 {self.flavour}, {self.method}, {self.images} images, {how}; "
+                f"{len(self.quantized)} nodes quantized, {len(self.excluded)} kept in float{check})")
+
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
@@ -77,6 +88,21 @@ def _validate(spec: CalibrateSpec) -> None:
         raise InputError(f"--num-images must be at least 1, got {spec.num_images}", "or leave it out to use every image")
     if not 0 < spec.percentile <= 100:
         raise InputError(f"percentile must be in (0, 100], got {spec.percentile}", "e.g. --percentile 99.999")
+    if spec.high_precision is not None and spec.high_precision not in HIGH_PRECISIONS:
+        raise InputError(f"unknown high precision {spec.high_precision!r}", f"use one of {', '.join(HIGH_PRECISIONS)}")
+    if spec.flavour == "cpu" and spec.high_precision == "fp16":
+        raise InputError("--high-precision fp16 applies to the tensorrt flavour only (the cpu flavour keeps an fp32 base "
+                         "for ONNX Runtime's CPU kernels)", "drop --high-precision or use --flavour tensorrt")
+    if spec.flavour == "tensorrt" and not spec.per_channel:
+        raise InputError("--per-tensor applies to the cpu flavour only: ModelOpt's TensorRT PTQ uses per-channel "
+                         "weight scales", "drop --per-tensor or use --flavour cpu")
+
+
+def high_precision(spec: CalibrateSpec) -> str:
+    """The float type of the unquantized part: fp16 for the tensorrt flavour unless asked, fp32 for cpu."""
+    if spec.flavour == "cpu":
+        return "fp32"
+    return spec.high_precision or "fp16"
 
 
 def _plan_batches(shape: InputShape, available: int, spec: CalibrateSpec, notes: list[str]) -> tuple[int, int]:
@@ -128,22 +154,27 @@ def _tensors_to_calibrate(model: Any, op_types: list[str], protected: set[str]) 
     return wanted
 
 
-def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool) -> Path:
+def _stage_source(src: Path, model: Any, tmp: Path, renamed: bool, copy: bool = False) -> Path:
     """A path ORT may read and write beside (it writes ``<name>-inferred.onnx`` next to its input).
 
     A symlink to the source, or, when nodes had to be named for the exclusion list, a copy with
-    those names (the quantizer addresses nodes by name).
+    those names (the quantizer addresses nodes by name). ``copy``: a real copy of the ``.onnx``
+    file (external data stays linked): ModelOpt runs ``onnx.shape_inference.infer_shapes_path`` on
+    its input in place, which through a symlink would rewrite the user's source model.
     """
     import onnx
-
-    from attnvgg.artifacts import external_data_path
 
     if renamed:
         dest = tmp / "source.onnx"
         onnx.save(model, str(dest))
         return dest
     dest = tmp / src.name
-    dest.symlink_to(src.resolve())
+    if copy:
+        import shutil
+
+        shutil.copyfile(src, dest)
+    else:
+        dest.symlink_to(src.resolve())
     data = external_data_path(src)
     if data.exists():
         (tmp / data.name).symlink_to(data.resolve())
@@ -220,8 +251,7 @@ def _quiet_ort_logging():
 def _check_out(src: Path, out: Path) -> None:
     if out.suffix != ".onnx":
         raise InputError(f"output {out} must end in .onnx", "e.g. --out model.int8.onnx")
-    if src.exists() and out.resolve() == src.resolve():
-        raise InputError(f"--out {out} would overwrite the source model", "choose another output path")
+    check_outputs([out, sidecar_path(out)], [src])
 
 
 class RangeSession:
@@ -268,6 +298,9 @@ class RangeSession:
         self.found: calib_cache.Lookup | None = None
         self.calibration_s = 0.0
         self.passes = 0          # calibration passes this session ran (0 on a cache hit, else 1)
+        self.ptq: modelopt_ptq.PtqInfo | None = None      # the last ModelOpt run (tensorrt flavour)
+        self.trt_facts: dict | None = None                # trt_rules.graph_facts of the last tensorrt build
+        self._external: bool | None = None
 
     def mark(self, phase: str) -> None:
         """Charge the time since the previous mark to ``phase``."""
@@ -302,7 +335,6 @@ class RangeSession:
 
     def collect(self, protected: set[str]) -> dict[str, tuple[float, float]]:
         """Ranges of every tensor a node outside ``protected`` may quantize: from the cache, else one pass."""
-        global CALIBRATION_PASSES
         import onnxruntime
 
         spec, src = self.spec, self.src
@@ -323,7 +355,7 @@ class RangeSession:
         self.mark("hash_and_cache_lookup")
         if found and found.note:
             self.note(found.note)
-        self.work_src = _stage_source(src, self.model, self.tmp, self.renamed)
+        self.work_src = _stage_source(src, self.model, self.tmp, self.renamed, copy=spec.flavour == "tensorrt")
         self.model = None  # ORT loads its own copies; the source graph is reloaded for the policy step
         gc.collect()
         if found is not None and found.ranges is not None:
@@ -345,10 +377,9 @@ class RangeSession:
             raise
         except Exception as exc:
             raise StageError(f"calibration failed in ONNX Runtime ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                             f"{first_line(exc)})",
                              "check the model runs with attnvgg validate") from exc
         self.calibration_s = time.perf_counter() - t0
-        CALIBRATION_PASSES += 1
         self.passes += 1
         if spec.cache:
             calib_cache.store(cache_dir / key.slot(), key, ranges, self.calibration_s, self.dataset.describe())
@@ -356,38 +387,64 @@ class RangeSession:
         self.mark("calibration")
         return ranges
 
+    def _external_data(self) -> bool:
+        if self._external is None:
+            self._external = _has_external_data(self.work_src)
+        return self._external
+
     def build(self, plan: ExclusionPlan, check: bool = True) -> tuple[Any, int, list[dict]]:
         """(Q/DQ model, inputs rewired to float, quantized nodes) for one exclusion plan, from the ranges.
 
-        The policy (``plan`` in float, verified on the written graph) is always enforced; ``check``
-        adds onnx.checker's full check, which the search skips for candidates it only evaluates.
+        The policy (``plan`` in float, verified on the written graph) and, for the tensorrt flavour,
+        TensorRT's graph rules (``trt_rules``) are always enforced; ``check`` adds onnx.checker's
+        full check, which the search skips for candidates it only evaluates.
         """
         import onnx
 
         if self.ranges is None or self.work_src is None:
             raise RuntimeError("RangeSession.collect() must run before build()")
-        quantized_model = _quantize(self.work_src, self.tmp, self.ranges, self.spec, plan.names)
-        self.mark("quantize")
-        if plan.names:
-            source = onnx.load(str(self.work_src))
-            rewired = detach_from_qdq(quantized_model, plan.names, source)
-            del source
-        else:
+        if self.spec.flavour == "tensorrt":
+            quantized_model, self.ptq = modelopt_ptq.quantize(
+                self.work_src, self.tmp, self.ranges, self.spec.method, plan.names, self.shape.name,
+                (self.shape.batch if self.shape.batch > 0 else 1, *self.shape.chw), high_precision(self.spec),
+                external_data=self._external_data(), attention_excluded=plan.preset in ("attention", "attention+gates"))
             rewired = 0
+            if plan.names and policy_violations(quantized_model, plan.names):
+                # ModelOpt shares one Q/DQ among a tensor's consumers (DedicatedQDQPair=False), so an
+                # excluded node next to a quantized one (the residual Add reading the block input the
+                # query/key/value convs quantize) reads the DequantizeLinear: rewire it to the tensor.
+                source = onnx.load(str(self.work_src), load_external_data=False)
+                rewired = detach_from_qdq(quantized_model, plan.names, source)
+                del source
+        else:
+            quantized_model = _quantize(self.work_src, self.tmp, self.ranges, self.spec, plan.names)
+            if plan.names:
+                source = onnx.load(str(self.work_src))
+                rewired = detach_from_qdq(quantized_model, plan.names, source)
+                del source
+            else:
+                rewired = 0
+        self.mark("quantize")
         toposort(quantized_model)
         idx = GraphIndex.build(quantized_model, infer_types=True)
         violations = policy_violations(quantized_model, plan.names, idx)
         if violations:
             raise StageError(f"exclusion policy {plan.preset!r} violated: {violations[0]}"
                              + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
-                             "report this with the model; try --exclude-preset none to see the raw quantization")
+                             "report this with the model; try --keep-float none to see the raw quantization")
+        if self.spec.flavour == "tensorrt":
+            broken = trt_rules.check_graph(quantized_model, base=high_precision(self.spec), idx=idx)
+            if broken:
+                raise StageError(f"the tensorrt-flavour model breaks a TensorRT graph rule: {trt_rules.summary(broken)}",
+                                 "report this with the model; no file was written")
+            self.trt_facts = trt_rules.graph_facts(quantized_model, idx)
         qnodes = quantized_nodes(quantized_model, idx)
         self.mark("policy")
         if check:
             try:
                 onnx.checker.check_model(quantized_model, full_check=True)
             except Exception as exc:
-                raise StageError(f"the quantized model fails onnx.checker ({str(exc).splitlines()[0][:200]})",
+                raise StageError(f"the quantized model fails onnx.checker ({first_line(exc)})",
                                  "report this with the model") from exc
             self.mark("checker")
         return quantized_model, rewired, qnodes
@@ -399,40 +456,44 @@ class RangeSession:
         import onnxruntime
 
         spec, src, key = self.spec, self.src, self.key
-        sidecar = sidecar_path(out)
+        side_path = sidecar_path(out)
         with atomic_path(out) as tmp_out:
             onnx.save(quantized_model, str(tmp_out))
             del quantized_model
             self.mark("save")
             parity = _quick_parity(src, tmp_out, self.dataset, self.shape, spec.check_samples, self.batch)
             self.mark("parity")
-            if sidecar.exists():
-                sidecar.unlink()  # never pair the new model with an old sidecar
+            if side_path.exists():
+                side_path.unlink()  # never pair the new model with an old sidecar
         total_s = time.perf_counter() - self.t_start
         if parity and not parity.get("passed", True):
             self.note(f"INT8 vs fp32 on {parity['samples']} calibration images: cosine {parity['cosine']:.4f}, "
                       f"top-1 agreement {parity['top1_agreement']:.0%} (below the int8 tolerance; attnvgg validate gates this)")
         found = self.found
         result = CalibrationResult(
-            output=out, sidecar=sidecar, method=spec.method, flavour=spec.flavour, images=self.n_images,
+            output=out, sidecar=side_path, method=spec.method, flavour=spec.flavour, images=self.n_images,
             batch_size=self.batch, cache_hit=self.cache_hit, cache_entry=str(found.path) if found is not None else None,
             calibration_s=round(self.calibration_s, 3), total_s=round(total_s, 3),
             excluded=[asdict(p) for p in plan.nodes], quantized=qnodes, notes=list(self.notes), parity=parity,
             timings=dict(self.timings))
-        write_json(sidecar, {
-            "precision": "int8", "format": "qdq", "flavour": spec.flavour, "method": spec.method,
-            "source": str(src), "source_onnx_hash": key.model_hash, "onnx_hash": onnx_hash(out),
+        sidecar.write(out, "int8", {
+            "quant_format": "qdq", "flavour": spec.flavour, "method": spec.method,
             "data": self.dataset.describe(), "data_hash": key.data_hash, "images": self.n_images,
             "batch_size": self.batch,
             "activation_type": "int8" if spec.flavour == "tensorrt" else "uint8", "weight_type": "int8",
             "symmetric_activations": spec.flavour == "tensorrt", "per_channel": spec.per_channel,
+            "high_precision": high_precision(spec),
+            "quantizer": (self.ptq.to_dict() if spec.flavour == "tensorrt" and self.ptq else
+                          {"quantizer": f"onnxruntime {onnxruntime.__version__} (quantize_static)"}),
+            "tensorrt_rules": ({"checked": list(trt_rules.RULES), "passed": True, **(self.trt_facts or {})}
+                               if spec.flavour == "tensorrt" else None),
             "exclusion": {**plan.to_dict(), "rewired_inputs": rewired},
             "quantized_nodes": qnodes, "quantized_by_op": _count(qnodes),
             "calibration_s": result.calibration_s, "total_s": result.total_s, "timings_s": dict(self.timings),
             "cache": {"hit": result.cache_hit, "entry": result.cache_entry},
             "parity_vs_fp32": parity, "notes": list(self.notes), "onnxruntime": onnxruntime.__version__,
             **(extra_sidecar or {}),
-        })
+        }, source=src)
         return result
 
 
@@ -450,12 +511,19 @@ def calibrate(
     out = Path(out)
     _check_out(Path(model_path), out)
     with RangeSession(model_path, dataset, spec, log, progress) as session:
-        plan = plan_exclusions(session.model, spec.exclude_preset, spec.exclude)
-        if spec.exclude_preset != "none" and plan.attention_sites == 0:
+        plan = plan_exclusions(session.model, spec.keep_float, spec.exclude)
+        if spec.keep_float != "none" and plan.attention_sites == 0:
             session.note("no attention block (MatMul-Softmax-MatMul) found; nothing kept in float by the preset")
         session.collect(set(plan.names))
         quantized_model, rewired, qnodes = session.build(plan)
         return session.write(quantized_model, plan, rewired, qnodes, out)
+
+
+def _has_external_data(path: Path) -> bool:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return any(i.data_location == onnx.TensorProto.EXTERNAL for i in m.graph.initializer)
 
 
 def _count(nodes: list[dict]) -> dict[str, int]:
@@ -483,8 +551,8 @@ def _quantize(work_src: Path, tmp: Path, ranges: dict, spec: CalibrateSpec, excl
                 calibration_cache_path=str(tmp / "ranges.json"))
     except Exception as exc:
         raise StageError(f"ONNX Runtime could not quantize the model ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})",
-                         "check the model with attnvgg validate; try --exclude-preset or --exclude") from exc
+                         f"{first_line(exc)})",
+                         "check the model with attnvgg validate; try --keep-float or --exclude") from exc
     return onnx.load(str(q_path))
 
 
@@ -493,27 +561,15 @@ def _quick_parity(src: Path, quantized: Path, dataset: Dataset, shape: InputShap
     """INT8 vs fp32 logits on the first calibration images: a cheap early warning, not the gate."""
     if samples <= 0:
         return None
-    import numpy as np
-    import onnxruntime as ort
-
-    from attnvgg.validate.metrics import compare, passes
-
     n = batch if shape.batch > 0 else samples
     try:
         x = next(iter(checked_batches(dataset, shape, n, n)))
     except (StopIteration, InputError):
         return None
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    feeds = {shape.name: x}
-    ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     try:
-        got = ort.InferenceSession(str(quantized), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        r = compare_runners(OnnxRuntimeRunner(src, name="fp32"), OnnxRuntimeRunner(quantized, name="int8"), [x],
+                            default_tolerances()["int8"])
     except Exception as exc:
-        raise StageError(f"ONNX Runtime cannot run the quantized model ({str(exc).splitlines()[0][:200]})",
+        raise StageError(f"ONNX Runtime cannot run the quantized model ({first_line(exc)})",
                          "report this with the model") from exc
-    tol = default_tolerances()["int8"]
-    m = compare(np.asarray(ref), np.asarray(got), tol)
-    ok, why = passes(m, tol)
-    return {"samples": m.samples, "cosine": m.cosine, "min_cosine": m.min_cosine,
-            "top1_agreement": m.top1_agreement, "max_abs": m.max_abs, "passed": ok, "why": why}
+    return {k: r[k] for k in ("samples", "cosine", "min_cosine", "top1_agreement", "max_abs", "passed", "why")}

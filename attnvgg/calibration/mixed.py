@@ -2,7 +2,6 @@
 
 Users give a budget (top-1 points lost against fp32 on a validation subset), not a list of
 layers. The search, like NNCF's accuracy control and Intel Neural Compressor's tuning:
-
 1. quantizes everything and stops if the budget is met. Convolutions stay INT8 by default: they
    carry ~80 % of the MACs, so a model that needs a float convolution is not the fast model the
    user asked for; ``MixedSpec.allow_float_conv`` (``--allow-float-conv``) opts them in as
@@ -36,9 +35,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from attnvgg import sidecar
 from attnvgg.artifacts import write_json
 from attnvgg.config import CalibrateSpec, EvaluateSpec, MixedSpec
 from attnvgg.errors import CheckFailed, InputError
+from attnvgg.calibration import int8
+from attnvgg.calibration.graph import GraphIndex
+from attnvgg.calibration.groups import float_closure, layer_groups
+from attnvgg.calibration.policy import ExclusionPlan, Protected, plan_exclusions
+from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
+from attnvgg.runners.accuracy import evaluate
 
 #: Drops are compared with this slack: 100 * (a - b) of two fractions is not exact in binary.
 _EPS = 1e-9
@@ -87,8 +93,11 @@ _LIMIT = {False: "everything but the convolutions in float", True: "every group 
 def select_candidates(groups: Sequence, quantized: set[str], allow_float_conv: bool = False) -> list[str]:
     """Ids of the groups (``groups.LayerGroup``, graph order) the search may keep in float.
 
-    A group is a candidate when one of its nodes runs quantized in the all-INT8 model; conv groups
-    only with ``allow_float_conv``.
+    A group is a candidate when one of its nodes runs quantized, or reads a DequantizeLinear output,
+    in the all-INT8 model (``quantized``: those node names); conv groups only with ``allow_float_conv``.
+    The second case matters for the tensorrt flavour: ModelOpt quantizes only the non-residual
+    input of a residual Add, so the attention block's Add is partly INT8 without "running
+    quantized", and keeping its group in float removes that Q/DQ.
     """
     return [g.id for g in groups if (allow_float_conv or g.kind != "conv") and any(n in quantized for n in g.nodes)]
 
@@ -167,10 +176,41 @@ class MixedResult:
     seconds: float
     calibration: object | None = None   # int8.CalibrationResult of the written model
 
+    def summary_line(self, flavour: str, allow_float_conv: bool) -> str:
+        s = self.search
+        kept = ", ".join(self.float_groups) or "none"
+        convs = ", convolutions allowed" if allow_float_conv else ""
+        passes = f"{self.calibration_passes} calibration pass" + ("" if self.calibration_passes == 1 else "es")
+        return (f"wrote {self.output} (int8 {flavour}, mixed precision: {len(self.float_groups)} of "
+                f"{len(self.candidates)} groups in float{convs} [{kept}]; top-1 drop {s.final.drop:.2f} <= "
+                f"{s.max_drop:g} points on {self.val_images} images; {passes}{' (cache hit)' if self.cache_hit else ''}, "
+                f"{self.evaluations} evaluations, {self.seconds:.1f} s) -> {self.report}")
+
+
+def check_mixed_flags(search: dict, keep_float: str | None = None) -> None:
+    """--val-data/--val-limit/--allow-float-conv only with --max-drop; --keep-float never with it."""
+    if search.get("max_drop") is None:
+        given = [f"--{k.replace('_', '-')}" for k in ("val_data", "val_limit") if search.get(k) is not None]
+        given += ["--allow-float-conv"] if search.get("allow_float_conv") else []
+        if given:
+            raise InputError(f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to the accuracy search",
+                             "add --max-drop POINTS")
+    elif keep_float is not None:
+        raise InputError("--keep-float and --max-drop both given: the search decides what stays in float",
+                         "drop --keep-float (use --exclude NODE to force a node into float)")
+
 
 def mixed_report_path(out: Path) -> Path:
     """``model.int8.onnx`` -> ``model.int8.onnx.mixed.json``."""
     return out.with_name(out.name + ".mixed.json")
+
+
+def _dq_readers(model: object) -> list[dict]:
+    """Nodes (not Q/DQ) with at least one input from a DequantizeLinear: partly INT8."""
+    graph = model.graph  # type: ignore[attr-defined]
+    dq_out = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [{"name": n.name, "op_type": n.op_type} for n in graph.node
+            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dq_out for i in n.input)]
 
 
 def check_mixed(mixed: MixedSpec) -> float:
@@ -203,13 +243,6 @@ def calibrate_mixed(
     """
     import onnx
 
-    from attnvgg.calibration import int8
-    from attnvgg.calibration.graph import GraphIndex
-    from attnvgg.calibration.groups import float_closure, layer_groups
-    from attnvgg.calibration.policy import ExclusionPlan, Protected, plan_exclusions
-    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
-    from attnvgg.validate.accuracy import evaluate
-
     t0 = time.perf_counter()
     spec = spec or CalibrateSpec()
     mixed = mixed or MixedSpec()
@@ -225,8 +258,8 @@ def calibrate_mixed(
     quiet = lambda _m: None  # noqa: E731 - evaluate's per-run notes would repeat for every candidate
 
     with int8.RangeSession(src, calib, spec, log, progress) as session:
-        if spec.exclude_preset not in ("none", CalibrateSpec().exclude_preset):
-            session.note(f"exclusion preset {spec.exclude_preset!r} not applied: the accuracy search decides "
+        if spec.keep_float not in ("none", CalibrateSpec().keep_float):
+            session.note(f"--keep-float {spec.keep_float!r} not applied: the accuracy search decides "
                          "what stays in float (attention included)")
         forced = plan_exclusions(session.model, "none", spec.exclude)
         idx = GraphIndex.build(session.model)
@@ -257,10 +290,10 @@ def calibrate_mixed(
 
         def measure(float_groups: frozenset) -> Measurement:
             model, _rewired, qnodes = session.build(plan_for(float_groups), check=False)
+            if not float_groups:
+                all_int8_qnodes[:] = qnodes + _dq_readers(model)
             onnx.save(model, str(cand_path))
             del model
-            if not float_groups:
-                all_int8_qnodes[:] = qnodes
             with OnnxRuntimeRunner(cand_path, name="candidate") as runner:
                 r = evaluate(runner, val, eval_spec, reference_logits=ref.logits, progress=False, log=quiet)
             session.mark("evaluate")
@@ -299,7 +332,7 @@ def calibrate_mixed(
         }
         full = {**summary, "output": None, "steps": result.steps, "groups": [g.to_dict() for g in groups]}
         if not result.met:
-            write_json(report_path, full)
+            write_json(report_path, {**sidecar.result_header("mixed", [src]), **full})
             last = f"{result.last_resort.drop:.2f}" if result.last_resort else f"{result.final.drop:.2f}"
             raise CheckFailed(
                 f"top-1 budget {max_drop:g} points not met: drop {last} points on {ref.images} images even with "
@@ -311,7 +344,8 @@ def calibrate_mixed(
         model, rewired, qnodes = session.build(plan, check=True)
         summary["search_s"] = round(time.perf_counter() - t0, 3)
         calibration = session.write(model, plan, rewired, qnodes, out, extra_sidecar={"mixed_precision": summary})
-        write_json(report_path, {**full, "search_s": summary["search_s"], "output": str(out)})
+        write_json(report_path, {**sidecar.result_header("mixed", [src, out]), **full,
+                                 "search_s": summary["search_s"], "output": str(out)})
     return MixedResult(search=result, output=out, report=report_path, float_groups=list(result.float_groups),
                        float_nodes=float_nodes, candidates=candidates, calibration_passes=passes,
                        cache_hit=session.cache_hit, evaluations=evaluations, val_images=ref.images,

@@ -13,8 +13,10 @@ which then runs in INT8. ``detach_from_qdq`` rewires protected nodes to the floa
 ``policy_violations`` checks the written graph, transitively through shape-only ops.
 
 A node "runs quantized" (``quantized_nodes``) iff it is not Q/DQ itself, has at least one float
-data input, and every float data input is the output of a DequantizeLinear (weights and int32
-biases included). That is the pattern ORT fuses into integer kernels and TensorRT runs in INT8.
+data input, and every float data input is the output of a DequantizeLinear (weights and ORT's
+int32 biases included), except a float constant bias of a Conv/ConvTranspose/Gemm (input 2):
+TensorRT wants the bias in float (ModelOpt's ``QuantizeBias=False``) and still runs the layer in
+INT8. That is the pattern ORT fuses into integer kernels and TensorRT runs in INT8.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from attnvgg.calibration.graph import QDQ_OPS, SHAPE_OPS, GraphIndex
-from attnvgg.config import EXCLUDE_PRESETS
+from attnvgg.config import KEEP_FLOAT
 from attnvgg.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 _SCALE_OPS = frozenset({"Mul", "Div", "Add", "Sub", "Cast"})
 _GATE_OPS = frozenset({"Sigmoid", "HardSigmoid"})
 _ACTIVATIONS_FOLDED_INTO_Q = frozenset({"Relu", "Clip"})
+_BIAS_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
 
 
 @dataclass
@@ -162,8 +165,8 @@ def _unique(nodes: list) -> list:
 
 def plan_exclusions(model: "onnx.ModelProto", preset: str, extra: list[str] | None = None) -> ExclusionPlan:
     """The nodes a preset keeps in float, plus explicit ``--exclude`` names (checked to exist)."""
-    if preset not in EXCLUDE_PRESETS:
-        raise InputError(f"unknown exclusion preset {preset!r}", f"use one of {', '.join(EXCLUDE_PRESETS)}")
+    if preset not in KEEP_FLOAT:
+        raise InputError(f"unknown --keep-float value {preset!r}", f"use one of {', '.join(KEEP_FLOAT)}")
     idx = GraphIndex.build(model)
     plan = ExclusionPlan(preset)
     seen: set[str] = set()
@@ -206,7 +209,8 @@ def quantized_nodes(model: "onnx.ModelProto", idx: GraphIndex | None = None) -> 
     for n in idx.nodes():
         if n.op_type in QDQ_OPS or n.op_type == "Constant":
             continue
-        data = idx.data_inputs(n)
+        bias = n.input[2] if n.op_type in _BIAS_OPS and len(n.input) > 2 and n.input[2] in idx.constants else None
+        data = [i for i in idx.data_inputs(n) if i != bias]
         if data and all(idx.is_dq_output(i) for i in data):
             out.append({"name": n.name, "op_type": n.op_type})
     return out

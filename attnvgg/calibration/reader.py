@@ -9,10 +9,10 @@ across calls by ORT itself. Memory is then bounded by the batch size, not the se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from attnvgg.errors import InputError
+from attnvgg.onnxgraph import InputShape
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,29 +31,6 @@ class Dataset(Protocol):
     def content_hash(self) -> str: ...
 
     def describe(self) -> dict: ...
-
-
-@dataclass
-class InputShape:
-    name: str
-    batch: int          # -1 when dynamic
-    chw: tuple[int, int, int]
-
-
-def model_input(model: Any) -> InputShape:
-    """The single image input of an ONNX model (batch may be dynamic, C/H/W must be static)."""
-    g = model.graph
-    inits = {i.name for i in g.initializer}
-    inputs = [i for i in g.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise InputError(f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); calibration "
-                         "needs one image input", "export the model with one NCHW input")
-    vi = inputs[0]
-    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
-    if len(dims) != 4 or any(d <= 0 for d in dims[1:]):
-        raise InputError(f"input {vi.name} has shape {dims}; calibration needs NCHW with static C, H, W",
-                         "export with a static input size (attnvgg export --input-size N)")
-    return InputShape(vi.name, dims[0] if dims[0] > 0 else -1, (dims[1], dims[2], dims[3]))
 
 
 def checked_batches(dataset: Dataset, shape: InputShape, batch_size: int, limit: int | None,

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from attnvgg import sidecar
+from attnvgg.artifacts import sha256_json
 from attnvgg.config import PreprocessSpec
 from attnvgg.errors import InputError
 
@@ -47,9 +49,40 @@ def check_spec(spec: PreprocessSpec) -> None:
 
 def spec_hash(spec: PreprocessSpec) -> str:
     """Hash of everything that decides the tensors: the spec's fields and the recipe version."""
-    from attnvgg.artifacts import sha256_json
-
     return sha256_json({"preprocess_version": PREPROCESS_VERSION, **dataclasses.asdict(spec)})
+
+
+def fit_to_input(spec: PreprocessSpec, hw: int) -> PreprocessSpec:
+    """The spec for a model that takes ``hw`` x ``hw`` inputs: the crop is the input size and the
+    resize keeps the spec's resize/crop ratio (256/224 -> 73/64). Export records this."""
+    if spec.crop == hw:
+        return dataclasses.replace(spec)
+    return dataclasses.replace(spec, resize=max(hw, round(hw * spec.resize / spec.crop)), crop=hw)
+
+
+def for_model(artifact: Any, configured: PreprocessSpec, hw: int, given: bool) -> PreprocessSpec:
+    """The one preprocessing decision of every stage that feeds a model file (``run`` and the stage
+    commands alike): the spec stored with the model (its sidecar lineage) when there is one, else
+    the configured one when the user gave it (``given``: a ``[preprocess]`` table in --config or a
+    --set), with the crop the model needs. A model file with neither is refused: ImageNet defaults
+    silently applied to a model trained otherwise cost a point of accuracy."""
+    stored = sidecar.preprocess(artifact) if artifact is not None else None
+    if stored is not None:
+        if given and configured != stored:
+            raise InputError(f"the config's [preprocess] differs from the one stored with {artifact} (in its .json "
+                             "sidecar)", "drop [preprocess] from the config, or re-export the model with it")
+        if stored.crop != hw:
+            raise InputError(f"the preprocessing stored with {artifact} crops {stored.crop} px but the model takes {hw}",
+                             "re-export the model so its sidecar matches its input")
+        return stored
+    if artifact is not None and not given:
+        raise InputError(f"{artifact} has no sidecar saying how its inputs are preprocessed",
+                         "pass --config FILE.toml with a [preprocess] table (and [model] for a PyTorch reference), "
+                         "e.g. the model TOML written by attnvgg train")
+    if configured.crop != hw and configured.crop != PreprocessSpec().crop:
+        raise InputError(f"[preprocess] crop is {configured.crop} but the model takes {hw}x{hw} inputs",
+                         f"set crop = {hw} in the config or use the model exported for {configured.crop} px")
+    return fit_to_input(configured, hw)
 
 
 def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:

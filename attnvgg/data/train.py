@@ -14,7 +14,6 @@ Output: ``<name>.pt`` (a plain state_dict, loadable with ``weights_only=True``) 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -23,11 +22,15 @@ from typing import Any, Callable, Optional
 
 from attnvgg.config import ATTENTION_KINDS, ModelSpec, PreprocessSpec, TrainSpec
 from attnvgg.errors import InputError
+from attnvgg.artifacts import atomic_files, sha256_file
+from attnvgg.config import from_dict, read_toml, to_dict
+from attnvgg.data import synthetic
+from attnvgg.data.preprocess import preprocess_array, spec_hash
+from attnvgg.models.build import set_gamma
 
 
 def check_train_spec(spec: TrainSpec) -> None:
     """Refuse bad values with one line each, before any minute of training is spent."""
-    from attnvgg.data import synthetic
 
     checks = [
         (spec.epochs >= 1, f"epochs must be >= 1, got {spec.epochs}", "e.g. --epochs 5"),
@@ -83,8 +86,6 @@ def evaluate_top1(model: Any, x_uint8: Any, y: Any, pre: PreprocessSpec, batch: 
     import numpy as np
     import torch
 
-    from attnvgg.data.preprocess import preprocess_array
-
     model.eval()
     correct = 0
     with torch.inference_mode():
@@ -107,12 +108,7 @@ def train(spec: TrainSpec, out: str | Path, log: Optional[Callable[[str], None]]
     import torch
     import torch.nn.functional as F
 
-    from attnvgg.artifacts import atomic_files, sha256_file
-    from attnvgg.config import to_dict
-    from attnvgg.data import synthetic
-    from attnvgg.data.preprocess import preprocess_array, spec_hash
-    from attnvgg.models.build import set_gamma
-    from attnvgg.models.vgg import VGG16WithAttention
+    from attnvgg.models.vgg import VGG16WithAttention   # imports torch
 
     t_start = time.perf_counter()
     if spec.threads:
@@ -210,7 +206,6 @@ def load_model_toml(path: str | Path) -> tuple[ModelSpec, PreprocessSpec, dict[s
 
     The checkpoint path in the file is relative to the TOML's folder, so the pair can move.
     """
-    from attnvgg.config import from_dict, read_toml
 
     p = Path(path)
     data = read_toml(p)
@@ -241,14 +236,8 @@ def load_train_spec(path: str | Path | None) -> TrainSpec:
 
     Other tables are not checked here: a model TOML's [result] is not part of ``Config``.
     """
-    from attnvgg.config import from_dict, read_toml
 
     if path is None:
         return TrainSpec()
     data = read_toml(path)
     return from_dict(TrainSpec, data.get("train", {}), "train")
-
-
-def spec_from_overrides(base: TrainSpec, **overrides: Any) -> TrainSpec:
-    """A copy of ``base`` with the non-None overrides applied (CLI flags win over the file)."""
-    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})

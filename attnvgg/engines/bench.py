@@ -8,12 +8,10 @@ on the device and compute time is reported apart from end-to-end time (host-to-d
 compute + device-to-host), as trtexec does.
 
 Result file (``BENCH_FORMAT``)::
-
     {"format": "attnvgg.bench/1", "created": ISO-8601, "spec": BenchSpec as dict,
      "machine": machine_info(), "rows": [row...], "skipped": [{"artifact", "runner", "batch", "reason"}]}
 
 One row per runner x batch::
-
     artifact ("pytorch" for the baseline), runner ("onnxruntime-cpu", "pytorch-cpu", "tensorrt", ...),
     backend, device ("cpu"|"cuda"), precision, flavour (int8 only: "tensorrt"|"cpu", else null),
     size_bytes, batch, input_shape, input_dtype, threads (null on GPU or when unknown),
@@ -35,15 +33,20 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 from attnvgg.config import BenchSpec, ModelSpec
 from attnvgg.machine import cpuinfo, machine_info
 from attnvgg.errors import AttnvggError, InputError, MissingDependency
-from attnvgg.runners.base import effective_precision
-from attnvgg.runners.factory import PROVIDERS as RUNNER_PROVIDERS, provider_device
+from attnvgg import sidecar
+from attnvgg.artifacts import check_outputs, file_size, write_json
+from attnvgg.models.build import torch_runner
+from attnvgg.engines import bench_cuda
+from attnvgg.engines.bench_cuda import cuda_ready
+from attnvgg.runners.base import Runner, effective_precision
+from attnvgg.runners.factory import PROVIDERS as RUNNER_PROVIDERS, open_runner, provider_device
+from attnvgg.runners.tensorrt import installed_tensorrt_version, tensorrt_available
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from attnvgg.runners.base import Runner
 
-BENCH_FORMAT = "attnvgg.bench/1"
+BENCH_FORMAT = sidecar.format_tag("bench")
 PYTORCH = "pytorch"
 PROVIDERS = RUNNER_PROVIDERS   # cpu/cuda: ONNX Runtime; openvino, openvino-bf16: OpenVINO on the CPU
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -185,8 +188,6 @@ def bench_runner(
             notes: list[str] = []
             try:
                 if device == "cuda":
-                    from attnvgg.engines import bench_cuda
-
                     step, timer, graphs, notes = bench_cuda.make_step(runner, meta.name, x, spec)
                 else:
                     step, timer, graphs = _host_step(runner, meta.name, x), "host", False
@@ -240,16 +241,9 @@ def artifact_meta(path: Path) -> dict:
     The sidecar's word wins (export, convert, calibrate and build write one); an ONNX file
     without one has its precision read from the graph; an engine without one stays None.
     """
-    from attnvgg.artifacts import file_size
-    from attnvgg.validate.reference import lineage
-
-    chain = lineage(path)
-    precision = next((str(s["precision"]) for s in chain[:1] if s.get("precision")), None)
-    if precision is None and path.suffix == ".onnx":
-        from attnvgg.export.graph import detect_precision, load_onnx
-
-        precision = detect_precision(load_onnx(path, load_external_data=False))
-    flavour = next((str(s["flavour"]) for s in chain if s.get("flavour")), None) if precision == "int8" else None
+    chain = sidecar.lineage(path)
+    precision = chain[0].precision if chain else (sidecar.precision_of(path) if path.suffix == ".onnx" else None)
+    flavour = next((str(s.get("flavour")) for s in chain if s.get("flavour")), None) if precision == "int8" else None
     return {"artifact": str(path), "precision": precision, "flavour": flavour,
             "size_bytes": file_size(path)}
 
@@ -275,9 +269,7 @@ def _input_chw(runner: "Runner", artifact: Path, model_spec: Optional[ModelSpec]
     dims = list(runner.input_metadata()[0].shape)[1:]
     if len(dims) == 3 and all(d > 0 for d in dims):
         return tuple(dims)  # type: ignore[return-value]
-    from attnvgg.validate.reference import model_spec_for
-
-    ms = model_spec_for(artifact) or model_spec
+    ms = sidecar.model_spec(artifact) or model_spec
     if ms is None:
         raise InputError(f"{artifact} has dynamic input dims {dims} and no sidecar says its input size",
                          "pass model options (--input-size) or bench a file attnvgg export wrote")
@@ -287,32 +279,27 @@ def _input_chw(runner: "Runner", artifact: Path, model_spec: Optional[ModelSpec]
 def _runners_for(artifact: str, spec: BenchSpec, model_spec: Optional[ModelSpec],
                  skip: Callable[[str, str], None]) -> list[tuple["Runner", dict]]:
     """(runner, row meta) for each device the artifact is benched on; unavailable ones go to ``skip``."""
-    from attnvgg.runners.factory import open_runner
 
     out: list[tuple[Runner, dict]] = []
     if artifact == PYTORCH:
         devices = list(dict.fromkeys(provider_device(p) for p in spec.providers))
         for provider in devices:
             if provider == "cuda":
-                from attnvgg.engines.bench_cuda import cuda_ready
-
                 ok, why = cuda_ready()
                 if not ok:
                     skip("pytorch-cuda", why)
                     continue
-            runner = open_runner(None, model_spec=model_spec, device=provider)
+            runner = torch_runner(model_spec, device=provider)
             out.append((runner, {"artifact": PYTORCH, "precision": "fp32", "flavour": None, "size_bytes": None}))
         return out
     path = Path(artifact)
     meta = artifact_meta(path)
     if path.suffix in ENGINE_SUFFIXES:
-        from attnvgg.runners.tensorrt import tensorrt_available
-
         ok, why = tensorrt_available()
         if not ok:
             skip("tensorrt", why)
             return out
-        return [(open_runner(path), meta)]
+        return [(open_runner(path, device_resident=True), meta)]
     for provider in spec.providers:
         out.append((open_runner(path, provider=provider, threads=spec.threads), meta))
     return out
@@ -331,10 +318,9 @@ def bench_artifacts(
     that runner with the reason in ``skipped``; the result is written atomically to
     ``out_json`` when given.
     """
-    from attnvgg.artifacts import write_json
-
     check_spec(spec)
     artifacts = [str(a) for a in artifacts]
+    check_outputs([out_json], artifacts)
     _check_artifacts(artifacts, model_spec_for_pytorch)
     rows: list[dict] = []
     skipped: list[dict] = []
@@ -359,9 +345,9 @@ def bench_artifacts(
                 rows += bench_runner(runner, spec.batches, spec, chw, row_meta=meta, skipped=skipped)
             finally:
                 runner.deactivate()
-    result = {"format": BENCH_FORMAT,
+    result = {**sidecar.result_header("bench", artifacts),
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "spec": asdict(spec), "machine": machine_info(), "rows": rows, "skipped": skipped}
+              "spec": asdict(spec), "machine": machine_info(installed_tensorrt_version()), "rows": rows, "skipped": skipped}
     if out_json:
         write_json(out_json, result)
     return result

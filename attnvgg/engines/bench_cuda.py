@@ -10,12 +10,12 @@ One timed iteration is, as in trtexec: copy the batch from pinned host memory to
 input buffer, run, copy the first output back to pinned host memory. End to end = all three;
 compute = the run alone.
 
-* PyTorch (cuda) and TensorRT: CUDA events on the current stream (``timer: "cuda-events"``).
-  TensorRTRunner.infer_device orders its own stream after the current one and the current one
-  after it, so events on the current stream bracket the engine's work. CUDA graphs (option):
-  PyTorch captures the model call with ``torch.cuda.graph``; TensorRT captures one
-  ``execute_async_v3`` after a normal enqueue has fixed shapes and addresses (TensorRT's
-  documented way), and replays it on the current stream.
+* PyTorch (cuda) and TensorRT: CUDA events (``timer: "cuda-events"``). PyTorch: on the current
+  stream; CUDA graphs (option) capture the model call with ``torch.cuda.graph``. TensorRT: shapes
+  and addresses are bound once per batch (``TensorRTRunner.bind``); each step runs on the
+  runner's own stream (events, copies and engine alike) and times only ``execute_async_v3``
+  (``TensorRTRunner.execute``); CUDA graphs (option) capture that one call with
+  ``capture_error_mode="thread_local"`` (trtexec's mode) and replay it.
 * ONNX Runtime (CUDA provider): inputs and outputs bound to device buffers with IOBinding. ORT
   runs on its own stream, not the one torch events are recorded on, so this path uses the host
   clock around synchronised steps (``timer: "host"``): H2D then a stream sync, then
@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from attnvgg.config import BenchSpec
-from attnvgg.errors import InputError, MissingDependency, StageError
+from attnvgg.errors import InputError, MissingDependency, StageError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -50,7 +50,7 @@ def cuda_ready() -> tuple[bool, str]:
                            f"(CUDA build: {torch.version.cuda or 'none, a CPU-only build'})")
         return True, torch.cuda.get_device_name(torch.cuda.current_device())
     except Exception as exc:  # noqa: BLE001
-        return False, f"CUDA check failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+        return False, f"CUDA check failed ({type(exc).__name__}: {first_line(exc, 160)})"
 
 
 def make_step(runner: "Runner", name: str, x: "np.ndarray", spec: BenchSpec) -> tuple[Step, str, bool, list[str]]:
@@ -67,11 +67,6 @@ def make_step(runner: "Runner", name: str, x: "np.ndarray", spec: BenchSpec) -> 
     if runner.backend == "tensorrt":
         return _trt_step(runner, name, x, spec)
     raise InputError(f"no GPU timing for runner {runner.name} ({runner.backend})", "bench it on the CPU")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {(text.splitlines()[0] if text else '')[:160]}"
 
 
 def _event_step(h2d: Callable[[], Any], compute: Callable[[], Any], d2h: Callable[[Any], Any]) -> Step:
@@ -128,7 +123,7 @@ def _torch_step(runner: Any, x: "np.ndarray", spec: BenchSpec) -> tuple[Step, st
         try:
             compute, graphs = _torch_graph(runner, x_dev), True
         except Exception as exc:  # noqa: BLE001 - some models cannot be captured; time them eagerly
-            notes.append(f"CUDA graph capture failed, timed eagerly ({_first_line(exc)})")
+            notes.append(f"CUDA graph capture failed, timed eagerly ({type(exc).__name__}: {first_line(exc, 160)})")
     y = compute()
     torch.cuda.synchronize()
     y_host = torch.empty(tuple(y.shape), dtype=y.dtype, pin_memory=True)
@@ -183,31 +178,37 @@ def _ort_step(runner: Any, name: str, x: "np.ndarray") -> Step:
 # ----------------------------------------------------------------------------- TensorRT
 
 def _trt_step(runner: Any, name: str, x: "np.ndarray", spec: BenchSpec) -> tuple[Step, str, bool, list[str]]:
+    """Shapes and addresses bound once for this batch (``runner.bind``); each step times ``execute_async_v3``
+    alone (``runner.execute``), as trtexec does, on the runner's stream; optionally replayed from a CUDA
+    graph captured with ``capture_error_mode="thread_local"`` (trtexec's cudaStreamCaptureModeThreadLocal)."""
     import torch
 
     x_host = torch.from_numpy(x).pin_memory()
     x_dev = x_host.to("cuda")
     first_out = runner.output_names()[0]
-    compute: Callable[[], Any] = lambda: runner.infer_device({name: x_dev})[first_out]  # noqa: E731
-    y = compute()                                      # sets shapes and addresses in the context
+    y = runner.bind({name: x_dev})[first_out]          # shapes, addresses, output buffers: once
     torch.cuda.synchronize()
+    compute: Callable[[], Any] = lambda: (runner.execute(), y)[1]  # noqa: E731
     graphs, notes = False, []
     if spec.cuda_graphs:
         try:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=runner.stream):
-                if not runner.context.execute_async_v3(runner.stream.cuda_stream):
-                    raise StageError("execute_async_v3 failed during capture")
-            keep = y                                   # the captured output buffer
+            with torch.cuda.graph(graph, stream=runner.stream, capture_error_mode="thread_local"):
+                runner.execute()
 
             def replay() -> Any:
                 graph.replay()
-                return keep
+                return y
 
             compute, graphs = replay, True
         except Exception as exc:  # noqa: BLE001 - engines with data-dependent shapes cannot be captured
-            notes.append(f"CUDA graph capture failed, timed without ({_first_line(exc)})")
+            notes.append(f"CUDA graph capture failed, timed without ({type(exc).__name__}: {first_line(exc, 160)})")
     y_host = torch.empty(tuple(y.shape), dtype=y.dtype, pin_memory=True)
     step = _event_step(lambda: x_dev.copy_(x_host, non_blocking=True), compute,
                        lambda out: y_host.copy_(out, non_blocking=True))
-    return step, "cuda-events", graphs, notes
+
+    def on_runner_stream() -> tuple[float, Optional[float]]:
+        with torch.cuda.stream(runner.stream):        # events, copies and the engine on one stream
+            return step()
+
+    return on_runner_stream, "cuda-events", graphs, notes

@@ -1,4 +1,4 @@
-"""Everything about a TensorRT build that does not need TensorRT: plan, presets, profiles,
+"""Everything about a TensorRT build that does not need TensorRT: plan, targets, profiles,
 the engine sidecar and its compatibility check, the equivalent trtexec command.
 
 Why a separate module: the decisions (which batch range, which precision, which flags,
@@ -11,15 +11,8 @@ float16-typed graph means fp16, anything else fp32 (an ``<file>.onnx.json`` side
 ``precision`` key is taken too, and must agree with the graph). Every engine is a strongly
 typed build, the only kind TensorRT 11 has.
 
-Sidecar compatibility (``check_sidecar``): an engine runs only on the TensorRT version and GPU
-it was built with, so loading one whose sidecar names another TensorRT version, GPU name or
-compute capability is refused. Two build options relax this on purpose:
-
-* ``version_compatible``: the engine carries its lean runtime, so any TensorRT version equal to
-  or newer than the one that built it is accepted; an older one is still refused.
-* ``hardware_compatibility = "ampere+"``: the GPU name and exact compute capability are not
-  compared; any GPU of compute capability 8.0 or newer is accepted.
-  ``"same-compute-capability"``: the GPU name is not compared; the compute capability must match.
+The engine sidecar's compatibility check lives in ``runners.trt_compat`` (the runner applies it
+on load); ``make_sidecar`` here says what goes into it.
 """
 
 from __future__ import annotations
@@ -27,22 +20,25 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from attnvgg.config import BUILD_PRESETS, HARDWARE_COMPATIBILITY, PRECISIONS, BuildSpec
-from attnvgg.errors import InputError
+from attnvgg import sidecar
+from attnvgg.calibration.trt_rules import check_graph, summary
+from attnvgg.config import BUILD_TARGETS, HARDWARE_COMPATIBILITY, BuildSpec
+from attnvgg.onnxgraph import dims, elem_type_name, precision_evidence
+from attnvgg.errors import InputError, first_line
 from attnvgg.runners.trt_compat import INSTALL_HINT, SIDECAR_FORMAT, RuntimeEnv  # noqa: F401 - re-used names
 
 ENGINE_SUFFIX = ".engine"
 TRTEXEC_SUFFIX = ".trtexec.sh"
 
 
-# ----------------------------------------------------------------------------- presets
+# ----------------------------------------------------------------------------- targets
 
 @dataclass(frozen=True)
-class Preset:
+class Target:
     batch_min: int
     batch_opt: int
     batch_max: int
@@ -50,13 +46,14 @@ class Preset:
     optimization_level: int
 
 
-PRESETS: dict[str, Preset] = {
+TARGETS: dict[str, Target] = {
     # A data-centre GPU serving batches: tune for batch 16, allow up to 64.
-    "server": Preset(batch_min=1, batch_opt=16, batch_max=64, workspace_mib=8192, optimization_level=3),
-    # A Jetson-class device answering one request at a time, with little memory to spare.
-    "edge": Preset(batch_min=1, batch_opt=1, batch_max=8, workspace_mib=1024, optimization_level=3),
+    "server": Target(batch_min=1, batch_opt=16, batch_max=64, workspace_mib=8192, optimization_level=3),
+    # A Jetson-class device answering one request at a time, with little memory to spare. A static
+    # profile (min = opt = max): DLA has no dynamic shapes, and one shape is what an edge engine runs.
+    "edge": Target(batch_min=1, batch_opt=1, batch_max=1, workspace_mib=1024, optimization_level=3),
 }
-assert set(PRESETS) == set(BUILD_PRESETS)
+assert set(TARGETS) == set(BUILD_TARGETS)
 
 
 # ----------------------------------------------------------------------------- ONNX facts
@@ -81,28 +78,17 @@ class OnnxFacts:
 
 
 def _tensor_info(value_info: Any) -> TensorInfo:
-    import onnx
-
-    tt = value_info.type.tensor_type
-    try:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
-    except Exception:
-        dtype = onnx.TensorProto.DataType.Name(tt.elem_type).lower()
-    dims: list[Any] = []
-    for d in tt.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(d.dim_param or "?")
-    return TensorInfo(value_info.name, dtype, tuple(dims))
+    shape = tuple(d if not isinstance(d, int) or d > 0 else "?" for d in dims(value_info))
+    return TensorInfo(value_info.name, elem_type_name(value_info.type.tensor_type.elem_type), shape)
 
 
-def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
-    """TensorRT's refusals (QOperator int8, uint8 or non-zero zero points), then the precision and
-    its evidence from ``export.graph.precision_evidence``."""
-    import onnx
-    from onnx import numpy_helper
+def _graph_precision(model: Any, path: Path, base: str | None = None) -> tuple[str, str]:
+    """TensorRT's refusals (QOperator int8; any rule of ``calibration.trt_rules`` a Q/DQ graph breaks),
+    then the precision and its evidence from ``onnxgraph.precision_evidence``.
 
+    ``base`` is the high-precision type the file's sidecar says was asked ("fp16" adds the
+    fp32-base rule), so a build refuses what ``attnvgg calibrate`` would have refused.
+    """
     graph = model.graph
     nodes = list(graph.node) + [n for f in model.functions for n in f.node]
     qop = sorted({n.op_type for n in nodes if n.op_type.startswith("QLinear") or n.op_type in ("ConvInteger", "MatMulInteger")})
@@ -111,26 +97,13 @@ def _graph_precision(model: Any, path: Path) -> tuple[str, str]:
             f"{path} is int8 in QOperator format ({', '.join(qop[:3])}); TensorRT builds int8 only from Q/DQ graphs",
             "quantize in QDQ format (attnvgg calibrate writes Q/DQ)",
         )
-    qdq = [n for n in nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    if qdq:
-        inits = {i.name: i for i in graph.initializer}
-        for n in qdq:
-            if len(n.input) < 3 or not n.input[2] or n.input[2] not in inits:
-                continue
-            zp = inits[n.input[2]]
-            if zp.data_type == onnx.TensorProto.UINT8:
-                raise InputError(
-                    f"{path} has uint8 (asymmetric) Q/DQ at node {n.name or n.op_type}; TensorRT needs int8 with zero point 0",
-                    "recalibrate with symmetric activations and weights (attnvgg calibrate)",
-                )
-            if zp.data_location == onnx.TensorProto.EXTERNAL:
-                continue
-            if numpy_helper.to_array(zp).any():
-                raise InputError(
-                    f"{path} has a non-zero Q/DQ zero point at node {n.name or n.op_type}; TensorRT needs zero point 0",
-                    "recalibrate with symmetric quantization (attnvgg calibrate)",
-                )
-    from attnvgg.export.graph import precision_evidence
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes):
+        broken = check_graph(model, base=base)
+        if broken:
+            raise InputError(
+                f"{path} breaks a TensorRT graph rule at {broken[0].rule} {broken[0].node}: {summary(broken)}",
+                "recalibrate with attnvgg calibrate --flavour tensorrt (ModelOpt's Q/DQ placement)",
+            )
 
     return precision_evidence(model)
 
@@ -147,7 +120,7 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        first = first_line(exc, 160)
         raise InputError(f"{p} is not an ONNX model ({first})", "pass an .onnx file written by attnvgg export, convert or calibrate") from exc
     if model.ir_version <= 0 or not model.graph.node:
         raise InputError(f"{p} is not an ONNX model (no graph nodes)", "pass an .onnx file written by attnvgg export, convert or calibrate")
@@ -165,25 +138,17 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
                 "export with a static height and width (--input-size)",
             )
 
-    graph_precision, evidence = _graph_precision(model, p)
+    side = sidecar.read(p)          # validated and hash-checked; its precision is one of PRECISIONS
+    base = side.get("high_precision") if side is not None and side.precision == "int8" else None
+    graph_precision, evidence = _graph_precision(model, p, base if base in ("fp16", "fp32") else None)
     precision, source = graph_precision, evidence
-    meta = p.with_name(p.name + ".json")
-    if meta.is_file():
-        import json
-
-        try:
-            declared = json.loads(meta.read_text()).get("precision")
-        except Exception as exc:
-            raise InputError(f"sidecar {meta} is not valid JSON ({exc})", "fix or delete it") from exc
-        if declared is not None:
-            if declared not in PRECISIONS:
-                raise InputError(f"sidecar {meta} declares precision {declared!r}", f"use one of {', '.join(PRECISIONS)}")
-            if declared != graph_precision:
-                raise InputError(
-                    f"{p}: sidecar {meta.name} says {declared} but the graph is {graph_precision} ({evidence})",
-                    "regenerate the file with attnvgg convert/calibrate, or fix the sidecar",
-                )
-            source = f"sidecar {meta.name}; {evidence}"
+    if side is not None:
+        if side.precision != graph_precision:
+            raise InputError(
+                f"{p}: sidecar {side.path.name} says {side.precision} but the graph is {graph_precision} ({evidence})",
+                "regenerate the file with attnvgg convert/calibrate, or fix the sidecar",
+            )
+        source = f"sidecar {side.path.name}; {evidence}"
     return OnnxFacts(p, inputs, outputs, precision, source)
 
 
@@ -191,13 +156,13 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFacts:
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """A BuildSpec with the preset applied and every value checked."""
+    """A BuildSpec with the target applied and every value checked."""
 
-    preset: str
+    target: str
     batch_min: int
     batch_opt: int
     batch_max: int
-    explicit_batch: bool            # the user set a batch value (not just the preset)
+    explicit_batch: bool            # the user set a batch value (not just the target)
     workspace_mib: int
     optimization_level: int
     tf32: Optional[bool]            # None: off for fp32, on (TensorRT default) for fp16/int8
@@ -216,10 +181,10 @@ class BuildOptions:
 
 
 def resolve_options(spec: BuildSpec, out_dir: str | os.PathLike) -> BuildOptions:
-    """Apply the preset under the explicit values and refuse what cannot be built."""
-    if spec.preset not in PRESETS:
-        raise InputError(f"unknown build preset {spec.preset!r}", f"use one of {', '.join(PRESETS)}")
-    pre = PRESETS[spec.preset]
+    """Apply the target under the explicit values and refuse what cannot be built."""
+    if spec.target not in TARGETS:
+        raise InputError(f"unknown build target {spec.target!r}", f"use one of {', '.join(TARGETS)}")
+    pre = TARGETS[spec.target]
     overridden = []
 
     def pick(name: str) -> Any:
@@ -247,13 +212,16 @@ def resolve_options(spec: BuildSpec, out_dir: str | os.PathLike) -> BuildOptions
                          f"use one of {', '.join(HARDWARE_COMPATIBILITY)}")
     if spec.dla_core is not None and spec.dla_core < 0:
         raise InputError(f"DLA core {spec.dla_core} is negative", "pass 0 or 1 (Jetson AGX Orin has two DLA cores)")
+    if spec.dla_core is not None and not bmin == bopt == bmax:
+        raise InputError(f"--dla-core with batch {bmin}/{bopt}/{bmax}: DLA has no dynamic shapes",
+                         f"use one batch size (e.g. --min-batch {bopt} --max-batch {bopt}, or --preset edge)")
     cache = None
     if spec.timing_cache:
         cache = Path(spec.timing_cache)
         if not cache.is_absolute():
             cache = Path(out_dir) / cache
     return BuildOptions(
-        preset=spec.preset, batch_min=bmin, batch_opt=bopt, batch_max=bmax,
+        target=spec.target, batch_min=bmin, batch_opt=bopt, batch_max=bmax,
         explicit_batch=any(n.startswith("batch_") for n in overridden),
         workspace_mib=workspace, optimization_level=level, tf32=spec.tf32, timing_cache=cache,
         hardware_compatibility=spec.hardware_compatibility, version_compatible=spec.version_compatible,
@@ -369,16 +337,32 @@ def _dims(shape: Shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
+def trtexec_engine_path(engine: Path) -> Path:
+    """Where the trtexec script saves its engine: never the engine attnvgg built, whose sidecar hashes it."""
+    stem = engine.name[: -len(ENGINE_SUFFIX)] if engine.name.endswith(ENGINE_SUFFIX) else engine.name
+    return engine.with_name(f"{stem}.trtexec{ENGINE_SUFFIX}")
+
+
 def trtexec_args(ep: EnginePlan, opts: BuildOptions, base: Optional[Path] = None) -> list[str]:
-    """The trtexec arguments that build the same engine; paths relative to ``base`` if given."""
+    """The trtexec arguments that build the same engine and profile it at the opt batch; paths relative to ``base``.
+
+    The engine goes to ``trtexec_engine_path`` (the one attnvgg built stays what its sidecar
+    hashes); per-layer information and a per-layer profile are exported beside it
+    (``--profilingVerbosity=detailed --exportLayerInfo --exportProfile``), and ``--shapes`` runs the
+    benchmarked batch (the profile's opt shapes).
+    """
 
     def rel(p: Path) -> str:
         return os.path.relpath(p, base) if base is not None else str(p)
 
-    args = ["trtexec", f"--onnx={rel(ep.onnx)}", f"--saveEngine={rel(ep.engine)}", "--stronglyTyped"]
+    out = trtexec_engine_path(ep.engine)
+    args = ["trtexec", f"--onnx={rel(ep.onnx)}", f"--saveEngine={rel(out)}", "--stronglyTyped"]
     if ep.dynamic:
         for i, key in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
             args.append(f"{key}=" + ",".join(f"{name}:{_dims(s[i])}" for name, s in ep.profile.items()))
+        args.append("--shapes=" + ",".join(f"{name}:{_dims(s[1])}" for name, s in ep.profile.items()))
+    args += ["--profilingVerbosity=detailed", f"--exportLayerInfo={rel(out.with_name(out.name + '.layers.json'))}",
+             f"--exportProfile={rel(out.with_name(out.name + '.profile.json'))}"]
     args.append(f"--memPoolSize=workspace:{opts.workspace_mib}M")
     args.append(f"--builderOptimizationLevel={opts.optimization_level}")
     if opts.timing_cache:
@@ -409,14 +393,54 @@ def trtexec_script(ep: EnginePlan, opts: BuildOptions) -> str:
     body = " \\\n  ".join(shlex.quote(a) for a in args)
     return (
         "#!/usr/bin/env bash\n"
-        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, preset {opts.preset}).\n"
+        f"# Rebuilds {ep.engine.name} with trtexec, as `attnvgg build` did ({ep.precision}, target {opts.target}),\n"
+        f"# into {trtexec_engine_path(ep.engine).name} (the attnvgg engine stays what its sidecar hashes),\n"
+        "# with per-layer info and a per-layer profile at the benchmarked (opt) batch.\n"
+        "# TensorRT 11's pip wheels ship no trtexec: use the TensorRT tar/deb/container.\n"
         "# Precision comes from the ONNX graph (strongly typed build): no --fp16/--int8.\n"
         "# --stronglyTyped is required on TensorRT 10.x and a no-op on 11.x. trtexec then\n"
-        "# benchmarks the engine at the opt shapes; add --skipInference to only build.\n"
+        "# benchmarks the engine at --shapes; add --skipInference to only build.\n"
         "set -euo pipefail\n"
         'cd "$(dirname "$0")"\n'
         f"{body} \"$@\"\n"
     )
+
+
+# ----------------------------------------------------------------------------- Polygraphy
+
+#: CreateConfig arguments attnvgg never passes: TensorRT 11 has no precision builder flags and no
+#: implicit-INT8 calibrators (Polygraphy 0.53.6 sets those flags only when asked: config.py).
+FORBIDDEN_CONFIG_ARGS = ("fp16", "int8", "bf16", "fp8", "calibrator", "precision_constraints")
+_HW_LEVELS = {"ampere+": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY"}
+
+
+def polygraphy_build_args(ep: EnginePlan, opts: BuildOptions) -> dict:
+    """What ``engines.tensorrt`` hands Polygraphy's loaders for one engine, as plain data.
+
+    ``network``: ``NetworkFromOnnxPath(path, strongly_typed=True)``. ``config``: ``CreateConfig``
+    keyword arguments, TensorRT enum members by name (``engines.tensorrt`` maps them). ``dla_core``
+    is set by a ``PostprocessConfig`` (CreateConfig's ``use_dla`` always picks core 0).
+    ``save_timing_cache``: ``EngineBytesFromNetwork``'s, the same file ``load_timing_cache`` reads.
+    """
+    config: dict[str, Any] = {
+        "profiles": ([{name: {"min": list(mn), "opt": list(op), "max": list(mx)}
+                       for name, (mn, op, mx) in ep.profile.items()}] if ep.dynamic else None),
+        "memory_pool_limits": {"WORKSPACE": opts.workspace_mib << 20},
+        "tf32": ep.tf32,
+        "builder_optimization_level": opts.optimization_level,
+        "profiling_verbosity": "DETAILED",
+    }
+    if opts.timing_cache:
+        config["load_timing_cache"] = str(opts.timing_cache)
+    if opts.hardware_compatibility != "none":
+        config["hardware_compatibility_level"] = _HW_LEVELS[opts.hardware_compatibility]
+    if opts.version_compatible:
+        config["version_compatible"] = True
+    if opts.dla_core is not None:
+        config["use_dla"] = True
+        config["allow_gpu_fallback"] = opts.gpu_fallback
+    return {"network": {"path": str(ep.onnx), "strongly_typed": True}, "config": config,
+            "dla_core": opts.dla_core, "save_timing_cache": str(opts.timing_cache) if opts.timing_cache else None}
 
 
 # ----------------------------------------------------------------------------- dry-run text
@@ -426,13 +450,13 @@ def render_plan(plan: BuildPlan) -> str:
     set_ = set(o.overridden)
 
     def src(name: str) -> str:
-        return "set" if name in set_ else f"preset {o.preset}"
+        return "set" if name in set_ else f"target {o.target}"
 
     lines = [
         f"build plan: {len(plan.engines)} engine(s) into {plan.out_dir} (dry run: nothing built, TensorRT not imported)",
-        f"preset: {o.preset}",
+        f"target: {o.target}",
         f"batch: min {o.batch_min} / opt {o.batch_opt} / max {o.batch_max} "
-        f"({'set' if o.explicit_batch else 'preset ' + o.preset})",
+        f"({'set' if o.explicit_batch else 'target ' + o.target})",
         f"workspace: {o.workspace_mib} MiB ({src('workspace_mib')})",
         f"builder optimization level: {o.optimization_level} ({src('optimization_level')})",
         "timing cache: " + (f"{o.timing_cache} ({'reused' if o.timing_cache.is_file() else 'created'})"

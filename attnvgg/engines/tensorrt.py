@@ -1,150 +1,112 @@
-"""Build TensorRT engines from a plan (the runner and ``import tensorrt`` live in runners/tensorrt.py).
+"""Build TensorRT engines from a plan through Polygraphy's loaders (``import tensorrt`` lives in runners/).
 
-Written against the TensorRT Python API that 10.x and 11.x share (checked against the
-bindings source of both: python/src/infer/pyCore.cpp, parsers/pyOnnx.cpp). The one version
-difference that matters here, the STRONGLY_TYPED network flag, is decided in
-``build_plan.trt_capabilities``. No FP16/INT8 builder flag and no calibrator are used: the
-precision is in the ONNX graph. All decisions (profiles, flags, sidecar checks) live in
-``build_plan`` and are tested on CPU; this module only carries them out on a GPU.
+Polygraphy 0.53.6 (read in ``polygraphy/backend/trt/loader.py`` and ``config.py``):
+``NetworkFromOnnxPath(path, strongly_typed=True)`` parses with ``parse_from_file`` (external
+weights resolve) into a strongly typed network (the STRONGLY_TYPED flag on 10.x; 11.x accepts
+it, deprecated, as networks are always strongly typed); ``CreateConfig`` sets profiles, memory
+pools, the timing cache, the builder optimization level, hardware/version compatibility and
+clears TF32 unless asked, and sets the FP16/INT8/BF16 flags only when asked, which we never do
+(precision lives in the ONNX graph; TensorRT 11 has no such flags);
+``EngineBytesFromNetwork(..., save_timing_cache=...)`` builds the serialized engine and merges
+the timing cache under a file lock. We write the bytes ourselves rather than with ``SaveEngine``:
+``SaveEngine`` takes a deserialized ``ICudaEngine`` and writes in place, and we need an atomic
+write plus the SHA-256 the sidecar records.
 
-``tensorrt`` and ``torch`` are imported inside functions, so importing this module is cheap
-and works without either.
+Every TensorRT object is created with Polygraphy's one process-wide logger
+(``polygraphy.backend.trt.util.get_trt_logger``): TensorRT keeps the first ILogger it is given,
+so a logger per Builder/Runtime could be freed while still in use.
+
+All decisions (profiles, arguments, refusals, sidecar) live in ``build_plan`` and are tested on
+CPU as plain data (``build_plan.polygraphy_build_args``); this module only carries them out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any
 
-from attnvgg.engines.build_plan import BuildOptions, BuildPlan, EnginePlan, make_sidecar, trtexec_script
-from attnvgg.errors import InputError, MissingDependency, StageError
-from attnvgg.runners.tensorrt import _logger, require_tensorrt, runtime_env
-from attnvgg.runners.trt_compat import RuntimeEnv, trt_capabilities
-
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-    import torch
-
-
-# ----------------------------------------------------------------------------- build
-
-def _network_flags(trt: Any) -> int:
-    caps = trt_capabilities(trt.__version__)
-    if caps.strongly_typed_flag:
-        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    return 0
+from attnvgg.engines.build_plan import (BuildOptions, BuildPlan, EnginePlan, make_sidecar, polygraphy_build_args,
+                                        trtexec_script)
+from attnvgg import __version__, sidecar
+from attnvgg.artifacts import atomic_path, onnx_hash, write_text
+from attnvgg.errors import InputError, MissingDependency, StageError, first_line
+from attnvgg.runners.tensorrt import require_tensorrt, runtime_env
+from attnvgg.runners.trt_compat import RuntimeEnv
 
 
-def _configure(trt: Any, builder: Any, config: Any, ep: EnginePlan, opts: BuildOptions) -> None:
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
-    config.builder_optimization_level = opts.optimization_level
-    if ep.dynamic:
-        profile = builder.create_optimization_profile()
-        for name, (mn, op, mx) in ep.profile.items():
-            profile.set_shape(name, mn, op, mx)
-        if config.add_optimization_profile(profile) < 0:
-            raise StageError(f"TensorRT rejected the optimization profile for {ep.onnx}", "check the batch range")
-    # TF32 is on by default in TensorRT; BuilderFlag.TF32 exists in 10.x and 11.x.
-    if ep.tf32:
-        config.set_flag(trt.BuilderFlag.TF32)
+def config_kwargs(trt: Any, config: dict) -> dict:
+    """``polygraphy_build_args(...)["config"]`` with TensorRT enums and Polygraphy Profiles in place of names."""
+    from polygraphy.backend.trt import Profile
+
+    kw = dict(config)
+    if kw.get("profiles") is not None:
+        profiles = []
+        for shapes in kw["profiles"]:
+            prof = Profile()
+            for name, s in shapes.items():
+                prof.add(name, min=tuple(s["min"]), opt=tuple(s["opt"]), max=tuple(s["max"]))
+            profiles.append(prof)
+        kw["profiles"] = profiles
     else:
-        config.clear_flag(trt.BuilderFlag.TF32)
-    if opts.hardware_compatibility != "none":
-        name = {"ampere+": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY"}[opts.hardware_compatibility]
-        level = getattr(trt.HardwareCompatibilityLevel, name, None)
+        kw.pop("profiles", None)
+    kw["memory_pool_limits"] = {getattr(trt.MemoryPoolType, k): v for k, v in kw["memory_pool_limits"].items()}
+    kw["profiling_verbosity"] = getattr(trt.ProfilingVerbosity, kw["profiling_verbosity"])
+    if "hardware_compatibility_level" in kw:
+        level = getattr(trt.HardwareCompatibilityLevel, kw["hardware_compatibility_level"], None)
         if level is None:
-            raise MissingDependency(f"TensorRT {trt.__version__} has no hardware compatibility level {opts.hardware_compatibility}",
-                                    "use a newer TensorRT or --hardware-compat none")
-        config.hardware_compatibility_level = level
-    if opts.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if opts.dla_core is not None:
-        caps = trt_capabilities(trt.__version__)
+            raise MissingDependency(f"TensorRT {trt.__version__} has no hardware compatibility level "
+                                    f"{kw['hardware_compatibility_level']}", "use a newer TensorRT or --hardware-compat none")
+        kw["hardware_compatibility_level"] = level
+    return kw
+
+
+def _dla_core_setter(core: int):
+    """A PostprocessConfig function: CreateConfig(use_dla=True) always picks core 0."""
+
+    def apply(builder: Any, network: Any, config: Any) -> None:
         cores = builder.num_DLA_cores
-        if cores == 0:
-            raise MissingDependency(f"--dla-core {opts.dla_core} asked but TensorRT {trt.__version__} sees no DLA here ({caps.dla_note})",
-                                    "drop --dla-core to build for the GPU")
-        if opts.dla_core >= cores:
-            raise InputError(f"DLA core {opts.dla_core} does not exist (this device has {cores})", f"pass 0..{cores - 1}")
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = opts.dla_core
-        if opts.gpu_fallback:
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        if core >= cores:
+            raise InputError(f"DLA core {core} does not exist (this device has {cores})",
+                             f"pass 0..{cores - 1}" if cores else "drop --dla-core to build for the GPU")
+        config.DLA_core = core
+
+    return apply
 
 
-def _byte_view(host_memory: Any) -> memoryview:
-    """Bytes of an IHostMemory. Its buffer reports format 'f' with the item size of its type
-    (python/src/infer/pyFoundationalTypes.cpp), so view it as plain bytes before hashing/writing."""
+def _byte_view(data: Any) -> memoryview:
+    """Bytes of an IHostMemory (its buffer reports format 'f': view it as plain bytes before hashing/writing)."""
     try:
-        return memoryview(host_memory).cast("B")
+        return memoryview(data).cast("B")
     except (TypeError, ValueError):
-        return memoryview(bytes(host_memory))
-
-
-def _attach_timing_cache(config: Any, path: Optional[Path]) -> tuple[Any, bytes, str]:
-    """Load the timing cache if present; one from another TensorRT/GPU is replaced, not trusted."""
-    if path is None:
-        return None, b"", "off"
-    old = path.read_bytes() if path.is_file() else b""
-    status = "reused" if old else "created"
-    try:
-        cache = config.create_timing_cache(old)
-        ok = cache is not None and config.set_timing_cache(cache, ignore_mismatch=False)
-    except Exception:
-        ok = False
-    if not ok:
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
-        status = "replaced (it was made by another TensorRT version or GPU)"
-    return cache, old, status
-
-
-def _save_timing_cache(config: Any, path: Path, loaded: bytes) -> None:
-    from attnvgg.artifacts import write_bytes
-
-    cache = config.get_timing_cache()
-    if cache is None:
-        return
-    # Another build may have saved the file meanwhile: keep its entries too.
-    if path.is_file():
-        current = path.read_bytes()
-        if current and current != loaded:
-            try:
-                cache.combine(config.create_timing_cache(current), ignore_mismatch=False)
-            except Exception:
-                pass
-    write_bytes(path, _byte_view(cache.serialize()))
+        return memoryview(bytes(data))
 
 
 def build_engine(trt: Any, ep: EnginePlan, opts: BuildOptions, env: RuntimeEnv) -> dict:
-    """Parse one ONNX file into a strongly typed network, build, write engine + trtexec + sidecar."""
-    from attnvgg import __version__
-    from attnvgg.artifacts import atomic_path, onnx_hash, write_json, write_text
+    """Parse, build (Polygraphy), write engine + trtexec script + sidecar (sidecar last)."""
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessConfig
+    from polygraphy.exception import PolygraphyException
 
-    logger = _logger(trt)
-    builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(ep.onnx)):
-        errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        first = " ".join((errs[0] if errs else "no parser error recorded").split())[:300]
-        raise StageError(f"TensorRT cannot parse {ep.onnx}: {first} ({len(errs)} error(s))",
-                         "check the graph runs in ONNX Runtime (attnvgg validate) and that TensorRT supports its ops")
-    config = builder.create_builder_config()
-    _configure(trt, builder, config, ep, opts)
-    cache, loaded, cache_status = _attach_timing_cache(config, opts.timing_cache)
 
+    args = polygraphy_build_args(ep, opts)
+    cache_status = "off"
+    if args["save_timing_cache"]:
+        cache_status = "reused" if Path(args["save_timing_cache"]).is_file() else "created"
+    network = NetworkFromOnnxPath(args["network"]["path"], strongly_typed=args["network"]["strongly_typed"])
+    config: Any = CreateConfig(**config_kwargs(trt, args["config"]))
+    if args["dla_core"] is not None:
+        config = PostprocessConfig(config, _dla_core_setter(int(args["dla_core"])))
     t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
+    try:
+        serialized = EngineBytesFromNetwork(network, config=config, save_timing_cache=args["save_timing_cache"])()
+    except PolygraphyException as exc:
+        first = first_line(exc, 300)
+        raise StageError(f"TensorRT could not build {ep.engine.name} from {ep.onnx}: {first}",
+                         "see the [TensorRT]/Polygraphy messages above; a larger --workspace or a smaller "
+                         "--batch-max may help") from exc
     seconds = time.perf_counter() - t0
-    if serialized is None:
-        why = logger.errors[-1][:300] if logger.errors else "no error was logged"
-        raise StageError(f"TensorRT could not build {ep.engine.name} from {ep.onnx}: {why}",
-                         "see the [TensorRT] messages above; a larger --workspace or a smaller --max-batch may help")
     data = _byte_view(serialized)
     digest = hashlib.sha256(data).hexdigest()
     # Engine first, sidecar last: an engine without a matching sidecar is refused on load.
@@ -153,21 +115,25 @@ def build_engine(trt: Any, ep: EnginePlan, opts: BuildOptions, env: RuntimeEnv) 
             f.write(data)
     write_text(ep.trtexec_script, trtexec_script(ep, opts))
     os.chmod(ep.trtexec_script, 0o755)
-    if opts.timing_cache is not None:
-        _save_timing_cache(config, opts.timing_cache, loaded)
-    del cache
-    sidecar = make_sidecar(ep, opts, env, onnx_hash=onnx_hash(ep.onnx), engine_sha256=digest,
-                           engine_bytes=data.nbytes, build_seconds=seconds,
-                           timing_cache_status=cache_status, attnvgg_version=__version__)
-    write_json(ep.sidecar, sidecar)
-    return sidecar
+    facts = make_sidecar(ep, opts, env, onnx_hash=onnx_hash(ep.onnx), engine_sha256=digest,
+                         engine_bytes=data.nbytes, build_seconds=seconds,
+                         timing_cache_status=cache_status, attnvgg_version=__version__)
+    return sidecar.write(ep.engine, "engine", facts, source=ep.onnx.resolve(), precision=ep.precision).facts
 
 
-def build_engines(plan: BuildPlan) -> list[dict]:
-    """Build every engine of a plan (after bad input was refused by planning). Returns the sidecars."""
+def build_engines(plan: BuildPlan) -> tuple[list[dict], list[dict]]:
+    """Build every engine of a plan (bad input was refused by planning).
+
+    Returns (sidecars of the built engines, failures): one engine that fails to build is reported
+    (``{"engine", "onnx", "error"}``) and the others are still built.
+    """
     trt = require_tensorrt()
     env = runtime_env()
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    return [build_engine(trt, ep, plan.options, env) for ep in plan.engines]
-
-
+    built, failed = [], []
+    for ep in plan.engines:
+        try:
+            built.append(build_engine(trt, ep, plan.options, env))
+        except (StageError, InputError) as exc:
+            failed.append({"engine": str(ep.engine), "onnx": str(ep.onnx), "error": exc.one_line()})
+    return built, failed

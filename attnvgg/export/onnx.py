@@ -17,8 +17,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from attnvgg import sidecar
+from attnvgg.artifacts import check_outputs, sha256_file, sidecar_path
 from attnvgg.config import ExportSpec, ModelSpec, PreprocessSpec, Tolerance
-from attnvgg.errors import CheckFailed, InputError, StageError
+from attnvgg.data.preprocess import fit_to_input
+from attnvgg.errors import CheckFailed, InputError, StageError, first_line
+from attnvgg.export.graph import summarize
+from attnvgg.models.build import build_model
+from attnvgg.onnxgraph import load_onnx, save_onnx
+from attnvgg.runners.compare import compare_runners
+from attnvgg.runners.torch import TorchRunner
+from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -136,14 +145,11 @@ def export_onnx(
     import onnx
     import torch
 
-    from attnvgg.artifacts import onnx_hash, sha256_file, sidecar_path, write_json
-    from attnvgg.export.graph import load_onnx, save_onnx, summarize
-    from attnvgg.models.build import build_model
-
     check_spec(spec, model_spec)
     out = Path(out)
     if out.suffix != ".onnx":
         raise InputError(f"output {out} does not end in .onnx", "name the output file model.onnx or similar")
+    check_outputs([out, sidecar_path(out)], [model_spec.checkpoint, model_spec.pretrained_vgg])
     if model is None:
         model = build_model(model_spec)
     model.eval()
@@ -154,7 +160,7 @@ def export_onnx(
         with torch.no_grad():
             model(x)
     except Exception as exc:
-        raise InputError(f"the model does not run on a {tuple(x.shape)} input ({str(exc).splitlines()[0][:160]})",
+        raise InputError(f"the model does not run on a {tuple(x.shape)} input ({first_line(exc, 160)})",
                          "check --input-size and the model's expected input channels") from exc
 
     t0 = time.perf_counter()
@@ -165,13 +171,13 @@ def export_onnx(
             with _quiet(), torch.no_grad():
                 _torch_export(model, x, raw, spec)
         except Exception as exc:
-            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            msg = first_line(exc)
             hint = ("try --exporter torchscript" if spec.exporter == "dynamo" else "try --exporter dynamo")
             raise StageError(f"{spec.exporter} export failed: {msg}", hint) from exc
         try:
             onnx.checker.check_model(str(raw), full_check=False)
         except Exception as exc:
-            raise StageError(f"the exported graph fails onnx.checker ({str(exc).splitlines()[0][:160]})",
+            raise StageError(f"the exported graph fails onnx.checker ({first_line(exc, 160)})",
                              "report it with the model; try the other exporter") from exc
         seconds = time.perf_counter() - t0
         if spec.dynamic_hw:
@@ -188,51 +194,41 @@ def export_onnx(
                 stale.unlink()
             os.replace(raw, out)
     summary = summarize(out)
-    sidecar = {
-        "kind": "onnx",
-        "precision": "fp32",
+    facts = {
         "stage": "export",
         "model": asdict(model_spec),
-        "preprocess": asdict(preprocess) if preprocess else None,
+        "preprocess": asdict(fit_to_input(preprocess or PreprocessSpec(), size)),
         "export": asdict(spec),
         "input": {"name": INPUT_NAME, "shape": summary.inputs[INPUT_NAME]["shape"] if INPUT_NAME in summary.inputs else None},
         "batch_range": [spec.batch_min, spec.batch_max] if spec.dynamic_batch else [batch, batch],
         "checkpoint_sha256": sha256_file(model_spec.checkpoint) if model_spec.checkpoint else None,
-        "onnx_sha256": onnx_hash(out),
         "seconds": round(seconds, 3),
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "summary": summary.to_dict(),
     }
-    write_json(sidecar_path(out), sidecar)
-    return ExportResult(out, seconds, summary.to_dict(), sidecar)
+    side = sidecar.write(out, "export", facts)
+    return ExportResult(out, seconds, summary.to_dict(), side.facts)
 
 
 def _prove_dynamic_hw(model: Any, path: Path, model_spec: ModelSpec, spec: ExportSpec) -> None:
     """Run the dynamic-H/W graph at every declared size against PyTorch; refuse on any failure."""
     import numpy as np
-    import torch
-
-    from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
-    from attnvgg.validate.metrics import compare, passes
 
     tol = Tolerance()
     failures = []
-    with OnnxRuntimeRunner(path) as ort:
-        for s in spec.hw_sizes:
-            x = np.random.default_rng(0).standard_normal((1, model_spec.in_channels, s, s)).astype(np.float32)
-            with torch.no_grad():
-                ref = model(torch.from_numpy(x)).numpy()
-            try:
-                got = ort.infer({INPUT_NAME: x})[OUTPUT_NAME]
-            except Exception as exc:
-                text = str(exc)
-                text = text.split("Status Message:", 1)[1] if "Status Message:" in text else text
-                failures.append(f"{s}px: does not run ({text.strip().splitlines()[0][:100]})")
-                continue
-            ok, why = passes(compare(ref, got, tol), tol)
-            if not ok:
-                failures.append(f"{s}px: {why[0]}")
+    for s in spec.hw_sizes:
+        x = np.random.default_rng(0).standard_normal((1, model_spec.in_channels, s, s)).astype(np.float32)
+        try:
+            r = compare_runners(TorchRunner(model, input_shape=(-1, model_spec.in_channels, -1, -1)),
+                                OnnxRuntimeRunner(path), [x], tol)
+        except Exception as exc:
+            text = str(exc)
+            text = text.split("Status Message:", 1)[1] if "Status Message:" in text else text
+            failures.append(f"{s}px: does not run ({first_line(RuntimeError(text), 100)})")
+            continue
+        if not r["passed"]:
+            failures.append(f"{s}px: {r['why'][0]}")
     if failures:
         raise CheckFailed(f"dynamic H/W export is wrong at {'; '.join(failures)}",
                           "keep H/W static (one export per input size); no file was written")

@@ -9,16 +9,24 @@ and skip it. When onnxsim runs, its numerical check always runs too.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from attnvgg import sidecar
+from attnvgg.artifacts import atomic_path, check_outputs, external_data_path, sidecar_path
 from attnvgg.config import SimplifySpec
-from attnvgg.errors import CheckFailed, StageError
+from attnvgg.errors import CheckFailed, StageError, first_line
+from attnvgg.export.graph import summarize
+from attnvgg.onnxgraph import input_shape, load_onnx, save_onnx
 
 SHAPE_OPS = {"Shape", "Size", "ConstantOfShape", "Range", "NonZero"}
 NO_OPS = {"Identity", "Dropout"}
+#: Facts of the export sidecar that still hold for the simplified graph ("seconds": the export
+#: time the report shows for the file, as before).
+INHERITED = ("model", "preprocess", "export", "input", "batch_range", "checkpoint_sha256", "seconds")
 
 
 @dataclass
@@ -63,13 +71,7 @@ def foldable_nodes(model: Any) -> list[str]:
 
 def _copy_onnx(src: Path, out: Path) -> None:
     """The graph is unchanged: copy the bytes (and external data) instead of re-serialising."""
-    import shutil
-
-    from attnvgg.artifacts import atomic_path, external_data_path
-
     if external_data_path(src).exists():
-        from attnvgg.export.graph import load_onnx, save_onnx
-
         save_onnx(load_onnx(src), out, external_data="always")
         return
     with atomic_path(out) as tmp:
@@ -79,15 +81,10 @@ def _copy_onnx(src: Path, out: Path) -> None:
 def simplify_onnx(src: str | os.PathLike, out: str | os.PathLike, spec: SimplifySpec | None = None) -> SimplifyResult:
     import onnx
 
-    from attnvgg.artifacts import onnx_hash, read_json, sidecar_path, write_json
-    from attnvgg.export.graph import input_shape, load_onnx, save_onnx
-
     spec = spec or SimplifySpec()
     src, out = Path(src), Path(out)
-    if src.resolve() == out.resolve():
-        from attnvgg.errors import InputError
-
-        raise InputError(f"simplify would overwrite its input {src}", "write to another file, e.g. model.sim.onnx")
+    check_outputs([out, sidecar_path(out)], [src])
+    src_side = sidecar.read(src)      # a replaced or corrupt source sidecar fails before onnxsim runs
     model = load_onnx(src)
     before = len(model.graph.node)
     t0 = time.perf_counter()
@@ -104,7 +101,7 @@ def simplify_onnx(src: str | os.PathLike, out: str | os.PathLike, spec: Simplify
         try:
             simplified, ok = onnxsim.simplify(model, check_n=spec.check_n, test_input_shapes={name: test_shape})
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise StageError(f"onnxsim failed on {src}: {first}",
                              "use the unsimplified model, or try --exporter dynamo which needs no simplification") from exc
         if not ok:
@@ -115,20 +112,12 @@ def simplify_onnx(src: str | os.PathLike, out: str | os.PathLike, spec: Simplify
         reason = f"onnxsim: {before} -> {after} nodes" + (" (no change)" if after == before else "")
         result = SimplifyResult(out, True, before, after, time.perf_counter() - t0, reason)
         save_onnx(simplified, out)
-    side = {}
-    src_side = sidecar_path(src)
-    if src_side.exists():
-        side = read_json(src_side)
-    side.update({
+    inherited = src_side.facts if src_side is not None else {}
+    facts = {key: inherited.get(key) for key in INHERITED}
+    facts.update({
         "stage": "simplify",
-        "source": str(src),
-        "source_sha256": side.get("onnx_sha256"),
-        "onnx_sha256": onnx_hash(out),
         "simplify": {**asdict(spec), **result.to_dict(), "skipped_nodes": todo[:20]},
+        "summary": summarize(out).to_dict(),
     })
-    side.pop("summary", None)
-    from attnvgg.export.graph import summarize
-
-    side["summary"] = summarize(out).to_dict()
-    write_json(sidecar_path(out), side)
+    sidecar.write(out, "simplify", facts, source=src)
     return result

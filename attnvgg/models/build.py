@@ -7,6 +7,7 @@ from typing import Any
 
 from attnvgg.config import ATTENTION_KINDS, ModelSpec
 from attnvgg.errors import InputError
+from attnvgg.runners.torch import TorchRunner
 
 
 def _factory(spec: str):
@@ -76,3 +77,10 @@ def set_gamma(model: Any, value: float) -> int:
                 m.gamma.fill_(value)
                 n += 1
     return n
+
+
+def torch_runner(spec: ModelSpec, device: str = "cpu") -> Any:
+    """The PyTorch model a spec describes as a runner (built on activate), for parity, accuracy and
+    bench. Here, not in ``runners.factory``: the runner layer sits below the models."""
+    shape = (-1, spec.in_channels, spec.input_size, spec.input_size)
+    return TorchRunner(lambda: build_model(spec), input_shape=shape, device=device)

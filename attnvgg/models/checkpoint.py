@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnvgg.errors import InputError
+from attnvgg.errors import InputError, first_line
 from attnvgg.models.vgg import torchvision_index_to_ours
 
 
@@ -31,7 +31,7 @@ def load_state_dict(path: str | Path, trust: bool = False) -> dict[str, Any]:
             "re-save it as a plain state_dict, or pass --trust-checkpoint if you trust its source",
         ) from exc
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 10_000)
         raise InputError(
             f"{p} is not a readable PyTorch checkpoint ({first[:160]})",
             "pass a file saved with torch.save(model.state_dict(), path)",

@@ -12,6 +12,7 @@ from typing import Sequence
 from torch import nn
 
 from attnvgg.models.attention import make_attention
+from attnvgg.models.attention import GlobalAttention
 
 # (channels, convs) per block; attention goes after conv 2 of blocks 3-5.
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -74,8 +75,6 @@ class VGG16WithAttention(nn.Module):
             self._reinit()
 
     def _reinit(self) -> None:
-        from attnvgg.models.attention import GlobalAttention
-
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

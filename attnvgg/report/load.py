@@ -4,16 +4,17 @@ Why tolerant adapters: the report reads what other stages wrote (bench, evaluate
 sidecars, the pipeline's notes), and those formats grow. Each adapter names the keys it reads,
 accepts the known spellings, and leaves a value missing rather than guessing it.
 
-Kinds, decided by content (not file name), first match wins:
+Kinds are decided by the ``format`` tag each writer puts in (``attnvgg.sidecar`` owns them):
 
-* report  ``{"format": "attnvgg.report/1"}`` (our own output: ignored)
-* bench   ``{"format": "attnvgg.bench/...", "rows": [...]}`` (attnvgg.engines.bench)
-* parity  ``{"artifact", "cases": [{"runner", "metrics": {"max_abs"}, "passed"}], ...}``
-* accuracy ``{"top1" | "top5" | "top1_agreement" | "reference", ...}`` (attnvgg evaluate); also a
-  list of such objects or ``{"results": [...]}``
-* notes   ``{"skipped": {stage: reason} | [{"stage", "reason"}], "notes": [str]}`` or
-  ``{"stages": {name: {"status": "skipped", "reason"}}}`` (the pipeline's manifest / notes)
-* sidecar a file named ``<artifact>.json`` where the artifact ends in .onnx/.engine/.plan/.trt
+* report  ``attnvgg.report/1`` (our own output: ignored)
+* bench   ``attnvgg.bench/1`` (``engines.bench``), parity ``attnvgg.parity/1`` (``validate``),
+  accuracy ``attnvgg.accuracy/1`` (``evaluate``), notes ``attnvgg.notes/1`` (the pipeline's
+  skipped stages)
+* sidecar ``attnvgg.export/1``, ``.simplify``, ``.fp16``, ``.int8``, ``.engine`` beside an artifact
+
+A JSON without one of these tags is listed as ignored. Result files name the hash of every
+artifact they measured: a result older than its artifact (the file is here and its hash differs)
+is refused, since its figures describe another model.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from attnvgg.errors import InputError
+from attnvgg import sidecar
+from attnvgg.errors import InputError, first_line
 
 REPORT_FORMAT = "attnvgg.report/1"
 ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
@@ -77,7 +79,7 @@ def read(path: Path) -> Any:
         with open(path) as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid JSON ({str(exc).splitlines()[0][:120]})",
+        raise InputError(f"{path} is not valid JSON ({first_line(exc, 120)})",
                          "fix or remove the file, then rerun attnvgg report") from exc
     except OSError as exc:
         raise InputError(f"cannot read {path} ({exc.strerror})", "check the file's permissions") from exc
@@ -90,32 +92,21 @@ def sidecar_target(path: Path) -> Optional[str]:
 
 
 def classify(data: Any, path: Path) -> Optional[str]:
-    if isinstance(data, list):
-        return "accuracy" if data and all(isinstance(d, dict) and _is_accuracy(d) for d in data) else None
-    if not isinstance(data, dict):
-        return None
-    fmt = str(data.get("format", ""))
-    if fmt == REPORT_FORMAT:
-        return "report"
-    if fmt.startswith("attnvgg.bench") or (isinstance(data.get("rows"), list) and "machine" in data):
-        return "bench"
-    if isinstance(data.get("cases"), list) and "artifact" in data:
-        return "parity"
-    if isinstance(data.get("results"), list) and data["results"] and all(
-            isinstance(d, dict) and _is_accuracy(d) for d in data["results"]):
-        return "accuracy"
-    if sidecar_target(path) is None and _is_accuracy(data):
-        return "accuracy"
-    if isinstance(data.get("skipped"), (dict, list)) or isinstance(data.get("stages"), dict):
-        return "notes"
-    if sidecar_target(path) is not None:
+    """The kind of a JSON file from its format tag (see the module doc); None if it is not ours."""
+    kind = sidecar.result_kind(data)
+    if kind in ("report", "bench", "parity", "accuracy", "notes"):
+        return kind
+    if kind in sidecar.ARTIFACT_KINDS and sidecar_target(path) is not None:
         return "sidecar"
     return None
 
 
-def _is_accuracy(d: dict) -> bool:
-    return any(k in d for k in ("top1", "top5", "top1_agreement")) or isinstance(d.get("reference"), dict) and (
-        "images" in d or "samples" in d)
+def check_fresh(data: dict, path: Path) -> None:
+    """Refuse a result file that measured an artifact which has changed since."""
+    stale = sidecar.stale_results(data, path)
+    if stale:
+        raise InputError(f"{path} measured {stale[0]} before it changed (its sha256 differs from the one recorded)",
+                         "re-run the stage that wrote the result (or attnvgg run), or remove the stale file")
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -206,6 +197,8 @@ def collect(inputs: Iterable[Path]) -> Results:
             res.ignored.append(src)
             continue
         res.sources.append(src)
+        if kind in ("bench", "parity", "accuracy"):
+            check_fresh(data, path)
         if kind == "bench":
             _add_bench(res, data, src)
         elif kind == "parity":
@@ -213,12 +206,11 @@ def collect(inputs: Iterable[Path]) -> Results:
             res.skipped += [{"what": f"validate {data.get('artifact')}", "reason": str(s), "source": src}
                             for s in data.get("skipped") or []]
         elif kind == "accuracy":
-            items = data if isinstance(data, list) else data.get("results", [data])
-            res.accuracy += [accuracy_record(d, src) for d in items]
+            res.accuracy.append(accuracy_record(data, src))
         elif kind == "notes":
             res.skipped += notes_records(data, src)
         elif kind == "sidecar":
-            res.sidecars[sidecar_target(path)] = data  # type: ignore[index]
+            res.sidecars[sidecar_target(path)] = read_sidecar(path)  # type: ignore[index]
     return res
 
 
@@ -238,10 +230,15 @@ def _add_bench(res: Results, data: dict, src: str) -> None:
             res.machines.append(m)
 
 
+def read_sidecar(path: Path) -> dict:
+    """A sidecar's facts, validated by ``attnvgg.sidecar``; hash-checked when its artifact is here."""
+    side = sidecar.read_file(path)
+    if side.artifact.is_file():
+        sidecar.check_hash(side)
+    return side.facts
+
+
 def load_sidecar_beside(artifact: str) -> Optional[dict]:
     """The sidecar next to an artifact named in a result file, if that file is here to read."""
     p = Path(artifact + ".json")
-    if not p.is_file():
-        return None
-    data = read(p)
-    return data if isinstance(data, dict) else None
+    return read_sidecar(p) if p.is_file() else None

@@ -16,6 +16,7 @@ from attnvgg.report.load import REPORT_FORMAT, collect
 from attnvgg.report.plot import pareto_front, plot_png
 from attnvgg.report.render import html_page, markdown, to_csv
 from attnvgg.report.table import build_rows, choose_plot_batch, plot_points
+from attnvgg.artifacts import atomic_files
 
 OUTPUTS = {"markdown": "report.md", "json": "report.json", "csv": "report.csv", "plot": "report.png",
            "html": "report.html"}
@@ -72,7 +73,6 @@ def make_report(inputs: Sequence[Path] | Path | str, out_dir: Path | str,
                 plot_batch: Optional[int] = None) -> dict[str, Optional[Path]]:
     """Write the report into ``out_dir``; returns {"markdown", "json", "csv", "plot", "html"} -> path
     (``plot`` is None when no row has both a latency and a top-1)."""
-    from attnvgg.artifacts import atomic_files
 
     ins = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
     if not ins:

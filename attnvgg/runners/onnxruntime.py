@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from attnvgg.onnxgraph import TWO_GB, input_shape, load_onnx
 from attnvgg.runners.base import Runner, TensorMeta
-from attnvgg.errors import InputError, MissingDependency
+from attnvgg.errors import InputError, MissingDependency, first_line
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -34,7 +37,6 @@ class OnnxRuntimeRunner(Runner):
         provider: str = "cpu",
         threads: int | None = None,
         optimize: bool = True,
-        extra_outputs: bool = False,
         name: str | None = None,
     ):
         if provider not in PROVIDERS:
@@ -67,9 +69,19 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=[wanted])
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise InputError(f"ONNX Runtime cannot load {self.path} ({first})",
                              "check it is a valid ONNX model (attnvgg export writes one)") from exc
+        got = self.session.get_providers()
+        if not got or got[0] != wanted:
+            # ORT appends the CPU provider and falls back to it when CUDA cannot start (missing
+            # cuDNN/CUDA libraries): a "cuda" row must never be a CPU time.
+            self.session = None
+            raise MissingDependency(
+                f"ONNX Runtime fell back to {got[0] if got else 'no provider'} for {self.path.name}: "
+                f"{wanted} could not start here",
+                "check the CUDA and cuDNN libraries onnxruntime-gpu needs (see its install docs)",
+            )
 
     def deactivate_impl(self) -> None:
         self.session = None
@@ -107,3 +119,46 @@ class OnnxRuntimeRunner(Runner):
         ort = import_ort()
         return {**super().describe(), "model": str(self.path), "provider": self.provider,
                 "onnxruntime": ort.__version__, "threads": self.threads}
+
+
+def run_all_outputs(path: Path, feeds: dict[str, np.ndarray] | np.ndarray
+                    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, str, str]]]:
+    """Run the graph unoptimised with every node output exposed (a bare array feeds its one input).
+
+    Returns the float tensors by name and, in node order, tensor -> (node name, op type, the
+    dynamo exporter's module name scope or ""). Shared by ``--locate`` and the NaN/Inf locator.
+    """
+    import onnx
+
+    model = load_onnx(path)
+    if isinstance(feeds, np.ndarray):
+        feeds = {input_shape(model)[0]: feeds}
+    existing = {o.name for o in model.graph.output}
+    producers: dict[str, tuple[str, str, str]] = {}
+    for node in model.graph.node:
+        scope = ""
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                try:
+                    parts = [p for p in ast.literal_eval(prop.value) if p]
+                    scope = parts[-2] if len(parts) >= 2 else (parts[0] if parts else "")
+                except Exception:
+                    scope = ""
+        for out in node.output:
+            if out:
+                producers[out] = (node.name or node.op_type, node.op_type, scope)
+                if out not in existing:
+                    model.graph.output.append(onnx.ValueInfoProto(name=out))
+    ort = import_ort()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    with tempfile.TemporaryDirectory(prefix="attnvgg-outputs-") as tmp:
+        p = Path(tmp) / "all_outputs.onnx"
+        onnx.save(model, str(p), save_as_external_data=model.ByteSize() >= TWO_GB - (64 << 20))
+        del model
+        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        values = sess.run(names, feeds)
+    tensors = {n: np.asarray(v) for n, v in zip(names, values) if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
+    return tensors, producers

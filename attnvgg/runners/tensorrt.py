@@ -1,33 +1,39 @@
-"""The only module that imports tensorrt: availability, the process's logger, the engine runner.
+"""The only module that imports tensorrt: availability, the process's logger, the engine runners.
 
-Written against the TensorRT Python API that 10.x and 11.x share (checked against the
-bindings source of both: python/src/infer/pyCore.cpp, parsers/pyOnnx.cpp). The one version
-difference that matters here, the STRONGLY_TYPED network flag, is decided in
-``build_plan.trt_capabilities``. No FP16/INT8 builder flag and no calibrator are used: the
-precision is in the ONNX graph. All decisions (profiles, flags, sidecar checks) live in
-``build_plan`` and are tested on CPU; this module only carries them out on a GPU.
+Written against the TensorRT Python API that 10.x and 11.x share (python/src/infer/pyCore.cpp)
+and Polygraphy 0.53.6 (``polygraphy/backend/trt/{runner,loader,util}.py``). All decisions
+(profiles, flags, sidecar checks) live in ``engines.build_plan`` / ``runners.trt_compat`` and are
+tested on CPU; this module only carries them out on a GPU.
 
-``tensorrt`` and ``torch`` are imported inside functions, so importing this module is cheap
-and works without either.
+* One process-wide TensorRT logger: Polygraphy's (``polygraphy.backend.trt.util.get_trt_logger``),
+  which its loaders use too. TensorRT keeps the first ILogger it is given; a new one per
+  Builder/Runtime could be freed while TensorRT still calls it.
+* ``PolygraphyEngineRunner`` (validate, evaluate: ``infer`` on numpy arrays) wraps Polygraphy's
+  ``TrtRunner`` over ``EngineFromBytes`` after our sidecar check.
+* ``TensorRTRunner`` (the bench) keeps device-resident torch buffers: ``bind`` sets shapes and
+  addresses once per batch and ``execute`` enqueues only ``execute_async_v3`` on the runner's
+  stream, so the bench times the engine alone and can capture it in a CUDA graph. Polygraphy's
+  ``TrtRunner.infer`` re-checks and re-binds every call and copies outputs, which is what a
+  latency measurement must not include.
+
+``tensorrt``, ``polygraphy`` and ``torch`` are imported inside functions, so importing this module
+is cheap and works without them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from attnvgg.errors import InputError, MissingDependency, StageError
+from attnvgg.errors import InputError, MissingDependency, StageError, first_line
 from attnvgg.runners.base import Runner, TensorMeta
 from attnvgg.runners.trt_compat import INSTALL_HINT, RuntimeEnv, check_sidecar, load_sidecar, trt_capabilities
+from attnvgg.artifacts import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
-
 
 # ----------------------------------------------------------------------------- availability
 
@@ -44,7 +50,7 @@ def tensorrt_available() -> tuple[bool, str]:
         try:
             import tensorrt as trt
         except Exception as exc:  # the PyPI stub and broken installs fail in many ways
-            return False, f"tensorrt does not import ({type(exc).__name__}: {_first_line(exc)}); {INSTALL_HINT}"
+            return False, f"tensorrt does not import ({type(exc).__name__}: {first_line(exc)}); {INSTALL_HINT}"
         version = str(getattr(trt, "__version__", "unknown"))
         try:
             trt_capabilities(version)
@@ -53,14 +59,14 @@ def tensorrt_available() -> tuple[bool, str]:
         try:
             import torch
         except Exception as exc:
-            return False, f"torch does not import ({_first_line(exc)}); the TensorRT runner uses torch CUDA tensors"
+            return False, f"torch does not import ({first_line(exc)}); the TensorRT runner uses torch CUDA tensors"
         if not torch.cuda.is_available():
             cuda = torch.version.cuda or "none: a CPU-only torch build"
             return False, (f"TensorRT {version} is installed but torch sees no CUDA GPU "
                            f"(torch {torch.__version__}, CUDA {cuda}); TensorRT needs an NVIDIA GPU and driver")
         return True, f"TensorRT {version} on {torch.cuda.get_device_name(torch.cuda.current_device())}"
     except Exception as exc:  # pragma: no cover - belt and braces: this must not raise
-        return False, f"TensorRT availability check failed ({type(exc).__name__}: {_first_line(exc)})"
+        return False, f"TensorRT availability check failed ({type(exc).__name__}: {first_line(exc)})"
 
 
 def installed_tensorrt_version() -> Optional[str]:
@@ -75,11 +81,6 @@ def installed_tensorrt_version() -> Optional[str]:
         return str(getattr(trt, "__version__", None))
     except Exception:  # noqa: BLE001 - the PyPI stub and broken installs fail in many ways
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def require_tensorrt() -> Any:
@@ -102,28 +103,45 @@ def runtime_env() -> RuntimeEnv:
     return RuntimeEnv(str(trt.__version__), torch.cuda.get_device_name(dev), f"{major}.{minor}")
 
 
-def _logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps errors so failures can be reported in one line."""
+def trt_logger() -> Any:
+    """The process's one TensorRT logger: Polygraphy's, shared with its loaders and TrtRunner."""
+    from polygraphy.backend.trt import util as trt_util
 
-    sev = trt.ILogger.Severity
-    errors = {sev.INTERNAL_ERROR, sev.ERROR}
-    shown = errors | {sev.WARNING}
+    return trt_util.get_trt_logger()
 
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
 
-        def log(self, severity: Any, msg: str) -> None:  # called from C++: must not raise
-            try:
-                if severity in errors:
-                    self.errors.append(" ".join(str(msg).split()))
-                if severity in shown:
-                    sys.stderr.write(f"[TensorRT] {msg}\n")
-            except Exception:
-                pass
+def _runtime(trt: Any, sidecar: Optional[dict]) -> Any:
+    """A TensorRT Runtime on the shared logger, set up as the engine's sidecar says."""
+    runtime = trt.Runtime(trt_logger())
+    options = (sidecar or {}).get("build_options") or {}
+    if options.get("version_compatible"):
+        # A version-compatible plan carries its lean runtime (host code): allow it, as TensorRT
+        # requires, only for engines we built (sidecar checked before).
+        runtime.engine_host_code_allowed = True
+    if options.get("dla_core") is not None:
+        runtime.DLA_core = int(options["dla_core"])   # a DLA engine runs on the core it was built for
+    return runtime
 
-    return _Logger()
+
+def _checked_engine_bytes(path: Path, check: bool) -> tuple[bytes, Optional[dict]]:
+    """The engine file's bytes after the sidecar check (TensorRT version, GPU, hash); refusals are one line."""
+    if not path.is_file():
+        raise InputError(f"engine file not found: {path}", "build it with: attnvgg build MODEL.onnx --out DIR")
+    sidecar = None
+    if check:
+        sidecar = load_sidecar(path)
+        # Before deserializing: a foreign engine can fail in ways that are hard to read.
+        check_sidecar(sidecar, runtime_env(), path, engine_sha256=sha256_file(path))
+    return path.read_bytes(), sidecar
+
+
+def to_numpy(t: "torch.Tensor") -> "np.ndarray":
+    """A host copy as numpy; bfloat16 (no numpy dtype) is widened to float32 exactly."""
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        t = t.to(torch.float32)
+    return t.detach().cpu().numpy()
 
 
 # ----------------------------------------------------------------------------- runner
@@ -172,21 +190,9 @@ class TensorRTRunner(Runner):
         trt = require_tensorrt()
         import torch
 
-        from attnvgg.artifacts import sha256_file
-
-        if self.check:
-            self.sidecar = load_sidecar(self.path)
-            # Before deserializing: a foreign engine can fail in ways that are hard to read.
-            check_sidecar(self.sidecar, runtime_env(), self.path, engine_sha256=sha256_file(self.path))
-        runtime = trt.Runtime(_logger(trt))
-        if self.sidecar and (self.sidecar.get("build_options") or {}).get("version_compatible"):
-            # A version-compatible plan carries its lean runtime (host code): allow it, as
-            # TensorRT requires, only for engines we built (sidecar checked above).
-            runtime.engine_host_code_allowed = True
-        dla_core = (self.sidecar or {}).get("build_options", {}).get("dla_core")
-        if dla_core is not None:
-            runtime.DLA_core = int(dla_core)   # a DLA engine runs on the core it was built for
-        engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+        data, self.sidecar = _checked_engine_bytes(self.path, self.check)
+        runtime = _runtime(trt, self.sidecar)
+        engine = runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise StageError(f"TensorRT could not load {self.path}",
                              "rebuild it here with: attnvgg build MODEL.onnx --out " + str(self.path.parent))
@@ -258,7 +264,7 @@ class TensorRTRunner(Runner):
             if not ctx.set_input_shape(name, tuple(t.shape)):
                 rng = self.profile_shapes().get(name)
                 raise InputError(f"input {name} shape {tuple(t.shape)} is outside the engine's profile (min, opt, max) {rng}",
-                                 "feed a batch inside the range or rebuild with --min-batch/--max-batch")
+                                 "feed a batch inside the range or rebuild with --batch-min/--batch-max")
             ctx.set_tensor_address(name, t.data_ptr())
             keep.append(t)
         outputs: dict[str, torch.Tensor] = {}
@@ -277,6 +283,23 @@ class TensorRTRunner(Runner):
         torch.cuda.current_stream().wait_stream(stream)
         return outputs
 
+    def bind(self, feeds: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+        """Set input shapes and every tensor address once for this batch; returns the output buffers.
+
+        After ``bind``, ``execute`` runs the engine on the same buffers with nothing but
+        ``execute_async_v3``: what the bench times and what a CUDA graph captures.
+        """
+        outs = self.infer_device(feeds)     # sets shapes and addresses, allocates outputs, runs once
+        self._bound = (feeds, outs)
+        return outs
+
+    def execute(self) -> None:
+        """Enqueue the bound engine on ``self.stream`` (no shape, address or allocation work)."""
+        if getattr(self, "_bound", None) is None:
+            raise RuntimeError("call bind() before execute()")
+        if not self.context.execute_async_v3(self._stream.cuda_stream):
+            raise StageError(f"TensorRT execution failed for {self.path.name}", "see the [TensorRT] messages above")
+
     def infer_impl(self, feeds: dict[str, "np.ndarray"]) -> dict[str, "np.ndarray"]:
         import numpy as np
         import torch
@@ -291,10 +314,78 @@ class TensorRTRunner(Runner):
                 t = t.to(want)  # float32 feed into an fp16-I/O engine: the same cast ONNX Runtime's runner does
             device_feeds[name] = t.to("cuda", non_blocking=False)
         outs = self.infer_device(device_feeds)
-        return {k: v.cpu().numpy() for k, v in outs.items()}
+        return {k: to_numpy(v) for k, v in outs.items()}
 
     def describe(self) -> dict:
         d = {**super().describe(), "engine": str(self.path)}
+        if self.sidecar:
+            d.update({k: self.sidecar.get(k) for k in ("precision", "tensorrt_version", "gpu", "profiles", "onnx_hash")})
+        return d
+
+
+class PolygraphyEngineRunner(Runner):
+    """An engine run through Polygraphy's ``TrtRunner`` (validate, evaluate): numpy in, numpy out.
+
+    The sidecar check and the Runtime set-up (shared logger, version-compatible host code, DLA
+    core) are ours; deserializing (``EngineFromBytes``), binding and copying are Polygraphy's.
+    Inputs go in as host torch tensors so outputs come back as torch tensors, which keeps
+    bfloat16 outputs (no numpy dtype) convertible (``to_numpy``).
+    """
+
+    backend = "tensorrt"
+
+    def __init__(self, engine_path: str | os.PathLike, name: Optional[str] = None, check: bool = True):
+        super().__init__(name)
+        self.path = Path(engine_path)
+        self.check = check
+        self.sidecar: Optional[dict] = None
+        self._runner: Any = None
+
+    def activate_impl(self) -> None:
+        if not self.path.is_file():
+            raise InputError(f"engine file not found: {self.path}", "build it with: attnvgg build MODEL.onnx --out DIR")
+        trt = require_tensorrt()
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+        from polygraphy.exception import PolygraphyException
+
+        data, self.sidecar = _checked_engine_bytes(self.path, self.check)
+        runner = TrtRunner(EngineFromBytes(data, runtime=_runtime(trt, self.sidecar)), name=self.name)
+        try:
+            runner.activate()
+        except PolygraphyException as exc:
+            raise StageError(f"TensorRT could not load {self.path} ({first_line(exc)})",
+                             "rebuild it here with: attnvgg build MODEL.onnx --out " + str(self.path.parent)) from exc
+        self._runner = runner
+
+    def deactivate_impl(self) -> None:
+        if self._runner is not None:
+            self._runner.deactivate()
+        self._runner = None
+
+    def input_metadata(self) -> list[TensorMeta]:
+        if self._runner is None:
+            raise RuntimeError("activate the runner first")
+        out = []
+        for name, meta in self._runner.get_input_metadata().items():
+            dims = tuple(int(d) if isinstance(d, int) and d >= 0 else -1 for d in meta.shape)
+            out.append(TensorMeta(name, str(meta.dtype), dims))
+        return out
+
+    def infer_impl(self, feeds: dict[str, "np.ndarray"]) -> dict[str, "np.ndarray"]:
+        import numpy as np
+        import torch
+        from polygraphy.exception import PolygraphyException
+
+        feed = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+        try:
+            outs = self._runner.infer(feed)
+        except PolygraphyException as exc:
+            raise InputError(f"TensorRT refused the input for {self.path.name} ({first_line(exc)})",
+                             "feed a batch inside the engine's profile, with the model's input names and types") from exc
+        return {k: to_numpy(v) if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in outs.items()}
+
+    def describe(self) -> dict:
+        d = {**super().describe(), "engine": str(self.path), "via": "polygraphy TrtRunner"}
         if self.sidecar:
             d.update({k: self.sidecar.get(k) for k in ("precision", "tensorrt_version", "gpu", "profiles", "onnx_hash")})
         return d

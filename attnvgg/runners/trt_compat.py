@@ -5,7 +5,6 @@ build stage both use it.
 Sidecar compatibility (``check_sidecar``): an engine runs only on the TensorRT version and GPU
 it was built with, so loading one whose sidecar names another TensorRT version, GPU name or
 compute capability is refused. Two build options relax this on purpose:
-
 * ``version_compatible``: the engine carries its lean runtime, so any TensorRT version equal to
   or newer than the one that built it is accepted; an older one is still refused.
 * ``hardware_compatibility = "ampere+"``: the GPU name and exact compute capability are not
@@ -21,8 +20,10 @@ from pathlib import Path
 from typing import Optional
 
 from attnvgg.errors import InputError, MissingDependency
+from attnvgg import sidecar
+from attnvgg.artifacts import sidecar_path
 
-SIDECAR_FORMAT = "attnvgg.tensorrt-engine/1"
+SIDECAR_FORMAT = sidecar.format_tag("engine")
 INSTALL_HINT = 'install it with: pip install "attnvgg[gpu]" on a machine with an NVIDIA GPU and driver'
 
 
@@ -98,22 +99,16 @@ class RuntimeEnv:
 
 
 def load_sidecar(engine: str | os.PathLike) -> dict:
-    from attnvgg.artifacts import read_json, sidecar_path
-
+    """The engine's sidecar facts, read (and hash-checked) through ``attnvgg.sidecar``."""
     e = Path(engine)
-    sc = sidecar_path(e)
-    if not sc.is_file():
-        raise InputError(f"engine {e} has no sidecar {sc.name}, so where it may run is unknown",
+    side = sidecar.read(e)
+    if side is None:
+        raise InputError(f"engine {e} has no sidecar {sidecar_path(e).name}, so where it may run is unknown",
                          f"rebuild it with: attnvgg build MODEL.onnx --out {e.parent}")
-    try:
-        data = read_json(sc)
-    except Exception as exc:
-        raise InputError(f"sidecar {sc} is not valid JSON ({exc})",
-                         f"rebuild the engine with: attnvgg build MODEL.onnx --out {e.parent}") from exc
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise InputError(f"{sc} is not an attnvgg engine sidecar (format {data.get('format') if isinstance(data, dict) else None!r})",
+    if side.kind != "engine":
+        raise InputError(f"{side.path} is not an attnvgg engine sidecar (format {side.get('format')!r})",
                          f"rebuild the engine with: attnvgg build MODEL.onnx --out {e.parent}")
-    return data
+    return side.facts
 
 
 def _cc(text: str) -> tuple[int, ...]:
@@ -126,7 +121,7 @@ def check_sidecar(sidecar: dict, env: RuntimeEnv, engine: str | os.PathLike,
     e = Path(engine)
     opts = sidecar.get("build_options") or {}
     onnx = sidecar.get("onnx") or "MODEL.onnx"
-    rebuild = f"rebuild it here with: attnvgg build {onnx} --out {e.parent} --preset {opts.get('preset', 'server')}"
+    rebuild = f"rebuild it here with: attnvgg build {onnx} --out {e.parent} --target {opts.get('target', opts.get('preset', 'server'))}"
     try:
         built_trt = str(sidecar["tensorrt_version"])
         built_gpu = str(sidecar["gpu"]["name"])

@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from attnvgg.runners.onnxruntime import run_all_outputs
+
 
 def _torch_records(model: Any, x: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
     import torch
     from torch import nn
 
-    from attnvgg.models.attention import CBAM, GlobalAttention, SEBlock
+    from attnvgg.models.attention import CBAM, GlobalAttention, SEBlock   # imports torch
 
     records: list[tuple[str, str, np.ndarray]] = []
     handles = []
@@ -45,55 +47,6 @@ def _torch_records(model: Any, x: np.ndarray) -> list[tuple[str, str, np.ndarray
         for h in handles:
             h.remove()
     return records
-
-
-def run_all_outputs(path: Path, feeds: dict[str, np.ndarray] | np.ndarray
-                    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, str, str]]]:
-    """Run the graph unoptimised with every node output exposed (a bare array feeds its one input).
-
-    Returns the float tensors by name and, in node order, tensor -> (node name, op type, the
-    dynamo exporter's module name scope or ""). Shared by ``--locate`` and the NaN/Inf locator.
-    """
-    import ast
-    import tempfile
-
-    import onnx
-
-    from attnvgg.runners.onnxruntime import import_ort
-    from attnvgg.export.graph import TWO_GB, input_shape, load_onnx
-
-    model = load_onnx(path)
-    if isinstance(feeds, np.ndarray):
-        feeds = {input_shape(model)[0]: feeds}
-    existing = {o.name for o in model.graph.output}
-    producers: dict[str, tuple[str, str, str]] = {}
-    for node in model.graph.node:
-        scope = ""
-        for prop in node.metadata_props:
-            if prop.key == "pkg.torch.onnx.name_scopes":
-                try:
-                    parts = [p for p in ast.literal_eval(prop.value) if p]
-                    scope = parts[-2] if len(parts) >= 2 else (parts[0] if parts else "")
-                except Exception:
-                    scope = ""
-        for out in node.output:
-            if out:
-                producers[out] = (node.name or node.op_type, node.op_type, scope)
-                if out not in existing:
-                    model.graph.output.append(onnx.ValueInfoProto(name=out))
-    ort = import_ort()
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    with tempfile.TemporaryDirectory(prefix="attnvgg-outputs-") as tmp:
-        p = Path(tmp) / "all_outputs.onnx"
-        onnx.save(model, str(p), save_as_external_data=model.ByteSize() >= TWO_GB - (64 << 20))
-        del model
-        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-        names = [o.name for o in sess.get_outputs()]
-        values = sess.run(names, feeds)
-    tensors = {n: np.asarray(v) for n, v in zip(names, values) if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
-    return tensors, producers
 
 
 def locate_divergence(path: str | os.PathLike, model: Any, x: np.ndarray, atol: float = 1e-4, rtol: float = 1e-3) -> dict:

@@ -15,9 +15,17 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from attnvgg.config import ModelSpec, PreprocessSpec, Tolerance, ValidateSpec
-from attnvgg.errors import InputError
+from attnvgg import sidecar
+from attnvgg.artifacts import check_outputs, write_json, write_text
+from attnvgg.config import ModelSpec, PreprocessSpec, ValidateSpec
+from attnvgg.data import open_dataset
+from attnvgg.errors import InputError, MissingDependency
+from attnvgg.models.build import build_model
 from attnvgg.runners.base import effective_precision
+from attnvgg.runners.factory import open_runner, provider_compute_precision
+from attnvgg.runners.metrics import compare, passes
+from attnvgg.runners.torch import TorchRunner
+from attnvgg.validate.locate import locate_divergence
 
 
 @dataclass
@@ -86,8 +94,6 @@ def random_inputs(shape_chw: tuple[int, int, int], batch: int, samples: int, see
 
 
 def image_inputs(source: str, preprocess: PreprocessSpec, batch: int, limit: int) -> Iterator[np.ndarray]:
-    from attnvgg.data import open_dataset  # the data package owns loading and preprocessing
-
     ds = open_dataset(source, preprocess)
     for x, _ in ds.iter_batches(batch, limit=limit):
         if len(x) == batch:
@@ -103,8 +109,6 @@ def tolerance_set(file_precision: str, compute_precision: str | None, exact: boo
 
 def tolerance_sets(file_precision: str, providers: list[str], exact: bool = False) -> list[str]:
     """The tolerance sets ``providers`` will be judged by (for overriding them from flags)."""
-    from attnvgg.runners.factory import provider_compute_precision
-
     return sorted({tolerance_set(file_precision, provider_compute_precision(p), exact) for p in providers})
 
 
@@ -113,27 +117,20 @@ def run_parity(
     model_spec: ModelSpec,
     spec: ValidateSpec,
     precision: str | None = None,
-    tolerance: Tolerance | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
     exact_precision: bool = False,
 ) -> ParityResult:
     """Every runner of ``spec.providers`` against PyTorch. ``precision`` is the file's (read from
-    it when None); each runner is judged by :func:`tolerance_set` of it, or by ``tolerance``
-    when given."""
-    from attnvgg.runners.factory import open_runner
-    from attnvgg.runners.torch import TorchRunner
-    from attnvgg.models.build import build_model
-    from attnvgg.validate.metrics import compare, passes
-    from attnvgg.validate.reference import lineage, precision_of
-
+    it when None); each runner is judged by :func:`tolerance_set` of it."""
     artifact = Path(artifact)
     if not artifact.exists():
         raise InputError(f"file not found: {artifact}", "check the path, or run attnvgg export first")
-    precision = precision or precision_of(artifact)
+    precision = precision or sidecar.precision_of(artifact)
     if precision not in spec.tolerances:
         raise InputError(f"no tolerance for precision {precision!r}", f"use one of {', '.join(spec.tolerances)}")
-    side = (lineage(artifact) or [{}])[0]
+    chain = sidecar.lineage(artifact)
+    batch_range = chain[0].get("batch_range") if chain else None
     model = build_model(model_spec)
     runners = []
     skipped: list[str] = []
@@ -144,7 +141,7 @@ def run_parity(
     sets = {r.name: tolerance_set(precision, r.compute_precision, exact_precision) for r in runners}
     for name in set(sets.values()) - set(spec.tolerances):
         raise InputError(f"no tolerance for precision {name!r}", f"add [validate.tolerances.{name}] to the config")
-    tols = {name: (tolerance or spec.tolerances[name]) for name in sets.values()}
+    tols = {name: spec.tolerances[name] for name in sets.values()}
 
     cases: list[Case] = []
     ref_runner = TorchRunner(model)
@@ -153,8 +150,6 @@ def run_parity(
             try:
                 runner.activate()
             except Exception as exc:
-                from attnvgg.errors import MissingDependency
-
                 if isinstance(exc, MissingDependency) and runner is not runners[0]:
                     skipped.append(f"{runner.name}: {exc}")
                     continue
@@ -169,7 +164,7 @@ def run_parity(
                         f"{artifact.name} takes input {tuple(dims)} but the reference model takes (N, {want[0]}, {want[1]}, {want[2]})",
                         "pass the --input-size/--checkpoint the model was exported with",
                     )
-                batches = batch_sizes(spec, dims, side.get("batch_range"), explicit_batches)
+                batches = batch_sizes(spec, dims, batch_range, explicit_batches)
                 sources: list[tuple[str, Any]] = []
                 for b in batches:
                     sources.append(("random", (b, random_inputs(chw, b, spec.samples, spec.seed))))
@@ -271,10 +266,9 @@ def junit_xml(result: ParityResult) -> str:
 
 
 def write_results(result: ParityResult, json_path: str | os.PathLike | None, junit_path: str | os.PathLike | None) -> None:
-    from attnvgg.artifacts import write_json, write_text
-
+    check_outputs([json_path, junit_path], [result.artifact])
     if json_path:
-        write_json(json_path, result.to_dict())
+        write_json(json_path, {**sidecar.result_header("parity", [result.artifact]), **result.to_dict()})
     if junit_path:
         write_text(junit_path, junit_xml(result))
 
@@ -294,9 +288,6 @@ def validate_artifact(
     result = run_parity(artifact, model_spec, spec, precision=precision, explicit_batches=explicit_batches,
                         preprocess=preprocess, exact_precision=exact_precision)
     if spec.locate and not result.passed and Path(artifact).suffix == ".onnx":
-        from attnvgg.models.build import build_model
-        from attnvgg.validate.locate import locate_divergence
-
         tol = spec.tolerances[result.precision]
         failing = next(c for c in result.cases if not c.passed)
         x = next(random_inputs((model_spec.in_channels, model_spec.input_size, model_spec.input_size),

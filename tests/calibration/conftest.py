@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 from pathlib import Path
 
@@ -114,3 +116,21 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"
     monkeypatch.setenv("ATTNVGG_CACHE_DIR", str(tmp_path / "cache-root"))
     return d
+
+
+@contextlib.contextmanager
+def counting_passes():
+    """Count real calibration passes (ONNX Runtime range collections) while the block runs: the
+    independent check that a cache hit skipped one, without a counter in the product code."""
+    from attnvgg.calibration import int8
+
+    calls: list[int] = []
+    real = int8._collect_ranges
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(int8, "_collect_ranges", counted)
+        yield calls

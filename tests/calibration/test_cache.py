@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 
-import attnvgg.calibration.int8 as int8
+from tests.calibration.conftest import counting_passes
 from attnvgg.calibration.cache import default_cache_dir
 from attnvgg.calibration.int8 import calibrate
 from attnvgg.config import CalibrateSpec
@@ -15,10 +15,10 @@ from attnvgg.config import CalibrateSpec
 def _run(src, data, out, cache_dir, **kw):
     notes: list[str] = []
     spec = CalibrateSpec(batch_size=4, cache_dir=str(cache_dir), **kw)
-    before = int8.CALIBRATION_PASSES
     t0 = time.perf_counter()
-    r = calibrate(src, data, out, spec, log=notes.append, progress=False)
-    return r, int8.CALIBRATION_PASSES - before, time.perf_counter() - t0, notes
+    with counting_passes() as passes:
+        r = calibrate(src, data, out, spec, log=notes.append, progress=False)
+    return r, len(passes), time.perf_counter() - t0, notes
 
 
 def test_second_run_hits_the_cache_and_skips_calibration(tiny_global, make_dataset, rand_images, tmp_path):
@@ -50,7 +50,7 @@ def test_changed_method_or_data_recalibrates(tiny_global, make_dataset, rand_ima
     other = make_dataset(rand_images(8, seed=7))
     assert _run(tiny_global, other, tmp_path / "c.onnx", cache)[1] == 1
     assert _run(tiny_global, data, tmp_path / "d.onnx", cache, num_images=4)[1] == 1
-    assert _run(tiny_global, data, tmp_path / "e.onnx", cache, exclude_preset="none")[1] == 1
+    assert _run(tiny_global, data, tmp_path / "e.onnx", cache, keep_float="none")[1] == 1
     assert len(list(cache.iterdir())) == 5
     assert _run(tiny_global, data, tmp_path / "f.onnx", cache, method="percentile")[1] == 0
 
@@ -88,7 +88,7 @@ def test_no_cache_and_env_default(tiny_global, make_dataset, rand_images, tmp_pa
     calibrate(tiny_global, data, tmp_path / "a.onnx", spec, progress=False)
     assert len(list((tmp_path / "root" / "calib").iterdir())) == 1
     spec = CalibrateSpec(batch_size=4, cache=False, cache_dir=str(tmp_path / "off"))
-    before = int8.CALIBRATION_PASSES
-    calibrate(tiny_global, data, tmp_path / "b.onnx", spec, progress=False)
-    calibrate(tiny_global, data, tmp_path / "c.onnx", spec, progress=False)
-    assert int8.CALIBRATION_PASSES - before == 2 and not (tmp_path / "off").exists()
+    with counting_passes() as passes:
+        calibrate(tiny_global, data, tmp_path / "b.onnx", spec, progress=False)
+        calibrate(tiny_global, data, tmp_path / "c.onnx", spec, progress=False)
+    assert len(passes) == 2 and not (tmp_path / "off").exists()

@@ -7,23 +7,24 @@ import shutil
 
 import pytest
 
-from tests.conftest import error_line, run_cli
+from attnvgg.artifacts import sidecar_path
+from tests.conftest import error_line, run_cli, stub_datasets
 
 
 @pytest.fixture()
 def model(tiny_global, tmp_path):
     dest = tmp_path / "m.onnx"
     shutil.copy(tiny_global, dest)
+    if sidecar_path(tiny_global).exists():
+        shutil.copy(sidecar_path(tiny_global), sidecar_path(dest))
     return dest
 
 
 @pytest.fixture()
 def fake_data(monkeypatch, make_dataset, rand_images):
-    """Stand-in for attnvgg.data until it is on main: the CLI's data opener returns arrays."""
-    from attnvgg import cli as cli_mod
-
+    """Arrays built here instead of a data source on disk (through the public data opener)."""
     data = make_dataset(rand_images(8))
-    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw, artifact=None: data)
+    stub_datasets(monkeypatch, lambda name: data)
     return data
 
 

@@ -17,6 +17,7 @@ pytest.importorskip("attnvgg.data", reason="attnvgg.data (branch data) is not me
 def model(tiny_global, tmp_path):
     dest = tmp_path / "m.onnx"
     shutil.copy(tiny_global, dest)
+    shutil.copy(str(tiny_global) + ".json", str(dest) + ".json")   # the model with its sidecar
     return dest
 
 

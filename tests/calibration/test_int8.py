@@ -20,31 +20,42 @@ def _spec(tmp_path, **kw) -> CalibrateSpec:
 
 
 def _zero_points(model: onnx.ModelProto) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(activation zero points, weight zero points) read from the written Q/DQ nodes."""
+    """(activation zero points, weight/bias zero points) read from the written DequantizeLinear nodes.
+
+    A DQ is a weight's when its data is an initializer or the output of a QuantizeLinear of one.
+    """
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    quantized_inputs = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    q_of = {n.output[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear"}
     act, wts = {}, {}
     for n in model.graph.node:
         if n.op_type == "DequantizeLinear" and len(n.input) == 3:
             zp = inits[n.input[2]]
-            (act if n.input[0] in quantized_inputs else wts)[n.input[0]] = zp
+            q = q_of.get(n.input[0])
+            is_weight = n.input[0] in inits or (q is not None and q.input[0] in inits)
+            (wts if is_weight else act)[n.input[0]] = zp
     return act, wts
 
 
 def test_tensorrt_flavour_is_int8_symmetric_zero_point_zero(tiny_global, calib_data, tmp_path):
+    """ModelOpt's placement: int8 everywhere, zero point 0, no INT32 bias DQ, per-channel weights, fp16 base."""
+    from attnvgg.calibration.trt_rules import check_graph, graph_facts
+
     out = tmp_path / "q.onnx"
     calibrate(tiny_global, calib_data, out, _spec(tmp_path), progress=False)
-    act, wts = _zero_points(onnx.load(str(out)))
+    q = onnx.load(str(out))
+    act, wts = _zero_points(q)
     assert act and wts
     assert {z.dtype for z in act.values()} == {np.dtype(np.int8)}
-    # weights: int8; biases: int32; every zero point 0
-    assert {z.dtype for z in wts.values()} <= {np.dtype(np.int8), np.dtype(np.int32)}
+    assert {z.dtype for z in wts.values()} == {np.dtype(np.int8)}       # no int32 bias
     assert all(not z.any() for z in list(act.values()) + list(wts.values()))
-    # per-channel weight scales: a conv weight DQ carries one scale per output channel
-    q = onnx.load(str(out))
+    # per-channel weight scales: a quantized conv weight carries one scale per output channel
     inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
-    conv_w = [n for n in q.graph.node if n.op_type == "DequantizeLinear" and "features.0.weight" in n.input[0]][0]
-    assert inits[conv_w.input[1]].shape == (4,)
+    qw = [n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "features.18.weight"]
+    assert qw and inits[qw[0].input[1]].shape == (inits["features.18.weight"].shape[0],)
+    assert check_graph(q, base="fp16") == []
+    facts = graph_facts(q)
+    assert facts["int32_dq"] == 0 and set(facts["compute_types"]) == {"float16"}
+    assert q.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT   # fp32 logits kept
 
 
 def test_cpu_flavour_is_uint8_asymmetric_activations_int8_weights(tiny_global, calib_data, tmp_path):
@@ -73,13 +84,18 @@ def test_sidecar_records_what_was_done(tiny_global, calib_data, tmp_path):
     r = calibrate(tiny_global, calib_data, out, _spec(tmp_path), progress=False)
     side = json.loads((tmp_path / "q.int8.onnx.json").read_text())
     assert side["precision"] == "int8" and side["flavour"] == "tensorrt" and side["method"] == "minmax"
-    assert side["source_onnx_hash"] == onnx_hash(tiny_global)
+    assert side["source_sha256"] == onnx_hash(tiny_global)
     assert side["data_hash"] == calib_data.content_hash()
     assert side["images"] == 12 and side["batch_size"] == 4
     assert {n["op_type"] for n in side["exclusion"]["nodes"]} == {"MatMul", "Softmax", "Transpose", "Reshape"}
-    assert side["quantized_nodes"] == r.quantized and side["quantized_by_op"]["Conv"] == 22
+    # ModelOpt leaves convs with fewer than 16 channels (not a multiple of 8) in float: 18 of the tiny model's 22
+    assert side["quantized_nodes"] == r.quantized and side["quantized_by_op"]["Conv"] == 18
+    assert side["high_precision"] == "fp16" and side["tensorrt_rules"]["passed"] is True
+    assert side["tensorrt_rules"]["int32_dq"] == 0
+    assert side["quantizer"]["quantizer"].startswith("nvidia-modelopt")
+    assert side["quantizer"]["activation_scales_from_attnvgg_ranges"] > 0
     assert side["calibration_s"] > 0 and side["cache"]["hit"] is False
-    assert side["onnx_hash"] == onnx_hash(out)
+    assert side["artifact_sha256"] == onnx_hash(out)
 
 
 def test_streams_one_batch_per_collect_and_skips_attention_maps(tiny_global, calib_data, tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from attnvgg.calibration.graph import SHAPE_OPS, GraphIndex, toposort
+from attnvgg.calibration.graph import SHAPE_OPS, GraphIndex
+from attnvgg.onnxgraph import toposort
 from attnvgg.calibration.int8 import calibrate
 from attnvgg.calibration.policy import attention_sites, gate_sites, plan_exclusions, quantized_nodes
 from attnvgg.config import CalibrateSpec
@@ -37,9 +38,12 @@ def _spec(tmp_path, **kw) -> CalibrateSpec:
     return CalibrateSpec(batch_size=4, cache_dir=str(tmp_path / "cache"), **kw)
 
 
-def test_default_policy_keeps_attention_float_in_written_graph(tiny_global, calib_data, tmp_path):
+@pytest.mark.parametrize("flavour, convs", [("tensorrt", 18), ("cpu", 22)])
+def test_default_policy_keeps_attention_float_in_written_graph(tiny_global, calib_data, tmp_path, flavour, convs):
+    """ModelOpt (tensorrt flavour) leaves the 4 convs with 4 channels in float (TensorRT's INT8 conv
+    kernels want >= 16 or a multiple of 8 channels); ONNX Runtime (cpu flavour) quantizes all 22."""
     out = tmp_path / "q.onnx"
-    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path), progress=False)
+    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, flavour=flavour), progress=False)
     q = onnx.load(str(out))
     att = _attention_nodes(q)
     assert len([n for n in att if n.op_type == "Softmax"]) == 3
@@ -50,13 +54,27 @@ def test_default_policy_keeps_attention_float_in_written_graph(tiny_global, cali
     kept = {e["name"] for e in r.excluded}
     assert {n.name for n in att} <= kept
     # the convolutions around attention still run quantized
-    assert sum(1 for e in r.quantized if e["op_type"] == "Conv") == 22
+    assert sum(1 for e in r.quantized if e["op_type"] == "Conv") == convs
     onnx.checker.check_model(q, full_check=True)
 
 
-def test_preset_none_quantizes_attention(tiny_global, calib_data, tmp_path):
+def test_preset_none_tensorrt_flavour_modelopt_keeps_softmax_float(tiny_global, calib_data, tmp_path):
+    """With nothing excluded, ModelOpt's own placement still never quantizes the Softmax output."""
     out = tmp_path / "q.onnx"
-    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, exclude_preset="none"), progress=False)
+    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, keep_float="none"), progress=False)
+    q = onnx.load(str(out))
+    assert r.excluded == []
+    for n in q.graph.node:
+        if n.op_type == "Softmax":
+            assert all(c.op_type != "QuantizeLinear" for c in q.graph.node if n.output[0] in c.input)
+            assert not _dq_reaches(q, n.input[0])
+    assert "Softmax" not in {e["op_type"] for e in r.quantized}
+
+
+def test_preset_none_quantizes_attention(tiny_global, calib_data, tmp_path):
+    """ONNX Runtime's quantizer (cpu flavour) quantizes the attention path when nothing is excluded."""
+    out = tmp_path / "q.onnx"
+    r = calibrate(tiny_global, calib_data, out, _spec(tmp_path, keep_float="none", flavour="cpu"), progress=False)
     q = onnx.load(str(out))
     matmuls = [n for n in _attention_nodes(q) if n.op_type == "MatMul"]
     assert matmuls and all(all(_dq_reaches(q, i) for i in n.input) for n in matmuls)
@@ -83,7 +101,7 @@ def test_gates_preset_keeps_sigmoid_and_mul_float_and_stays_accurate(tiny_mixed,
     assert len(gate_sites(model)) == 3           # SE gate, CBAM channel gate, CBAM spatial gate
     out = tmp_path / "q.onnx"
     # cpu flavour: ORT folds Relu into the uint8 Q; the float copy for the gate Mul must be re-inserted
-    spec = _spec(tmp_path, exclude_preset="attention+gates", flavour="cpu", check_samples=8)
+    spec = _spec(tmp_path, keep_float="attention+gates", flavour="cpu", check_samples=8)
     r = calibrate(tiny_mixed, calib_data, out, spec, progress=False)
     q = onnx.load(str(out))
     gate_names = {e["name"] for e in r.excluded if e["reason"] == "gate"}
@@ -99,7 +117,7 @@ def test_violated_policy_is_a_stage_error_and_writes_nothing(tiny_global, calib_
     monkeypatch.setattr("attnvgg.calibration.int8.detach_from_qdq", lambda *a, **k: 0)
     out = tmp_path / "q.onnx"
     with pytest.raises(StageError, match="exclusion policy 'attention' violated: .*DequantizeLinear"):
-        calibrate(tiny_global, calib_data, out, _spec(tmp_path), progress=False)
+        calibrate(tiny_global, calib_data, out, _spec(tmp_path, flavour="cpu"), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 

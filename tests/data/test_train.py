@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -133,15 +131,3 @@ def test_cli_tiny_run(tmp_path):
     assert (tmp_path / "run" / "model.toml").is_file()
 
 
-def test_cli_import_stays_light():
-    code = "import sys, attnvgg.cli; print(sorted(m for m in ('torch', 'PIL', 'numpy') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2])
-    assert out.stdout.strip() == "[]"
-
-
-def test_data_package_import_is_light():
-    code = "import sys, attnvgg.data; print(sorted(m for m in ('torch', 'PIL') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2])
-    assert out.stdout.strip() == "[]"

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from attnvgg import sidecar
+from attnvgg.errors import InputError
 from attnvgg.config import BenchSpec, ModelSpec
 from attnvgg.engines import bench
 from attnvgg.models.build import build_model
@@ -141,7 +143,7 @@ def test_static_batch_skipped_and_precision_from_graph(tmp_path):
 
 def test_flavour_from_sidecar(tmp_path):
     p = _helper_onnx(tmp_path / "m.int8.onnx", "int8", "batch")
-    (tmp_path / "m.int8.onnx.json").write_text(json.dumps({"precision": "int8", "flavour": "cpu", "method": "minmax"}))
+    sidecar.write(p, "int8", {"flavour": "cpu", "method": "minmax", "exclusion": {}})
     (row,) = bench.bench_artifacts([str(p)], BenchSpec(batches=[1], **FAST))["rows"]
     assert (row["precision"], row["flavour"]) == ("int8", "cpu")
 
@@ -198,9 +200,14 @@ def test_cli_bench_table_and_json(tiny_onnx, tmp_path):
     assert all(r["iterations"] == 3 for r in data["rows"])
 
 
+def test_pytorch_baseline_needs_a_model_spec():
+    # on the command line the built-in model is the default (as for every command); the API still refuses
+    with pytest.raises(InputError, match="model spec"):
+        bench.bench_artifacts(["pytorch"], BenchSpec(batches=[1], **FAST), None)
+
+
 @pytest.mark.parametrize("args, words", [
     (["bench"], "nothing to bench"),
-    (["bench", "--pytorch"], "model spec"),
     (["bench", "missing.onnx"], "not found"),
     (["bench", "{onnx}", "--iterations", "0", "--min-seconds", "0"], "nothing would be timed"),
     (["bench", "{onnx}", "--batches", "0,2"], "positive"),

@@ -7,7 +7,8 @@ import pytest
 
 from attnvgg.config import ExportSpec, SimplifySpec, ValidateSpec
 from attnvgg.errors import CheckFailed, InputError
-from attnvgg.export.graph import detect_precision, summarize
+from attnvgg.export.graph import summarize
+from attnvgg.onnxgraph import detect_precision
 from attnvgg.export.onnx import export_onnx
 from attnvgg.export.simplify import foldable_nodes, simplify_onnx
 from attnvgg.validate.parity import run_parity
@@ -41,7 +42,7 @@ def test_global_attention_ops_in_graph(tiny_exports):
 def test_sidecar_records_model_and_hash(tiny_exports):
     side = json.loads(tiny_exports["cbam"].with_name("model.onnx.json").read_text())
     assert side["model"]["attention"] == ["cbam"] * 3 and side["precision"] == "fp32"
-    assert side["batch_range"] == [1, 8] and len(side["onnx_sha256"]) == 64
+    assert side["batch_range"] == [1, 8] and len(side["artifact_sha256"]) == 64
 
 
 def test_dynamo_export_is_already_minimal(tiny_exports, tmp_path):

@@ -51,8 +51,9 @@ def test_fp16_is_valid_float16_with_fp32_io_and_passes_parity(tiny_onnx, tmp_pat
     side = json.loads((tmp_path / "tiny.fp16.onnx.json").read_text())
     from attnvgg.artifacts import onnx_hash
 
-    assert side["precision"] == "fp16" and side["source_onnx_hash"] == onnx_hash(tiny_onnx)
-    assert side["block_ops"] == [] and "TopK" in side["converter_block_list"] and side["keep_io_types"] is True
+    assert side["precision"] == "fp16" and side["source_sha256"] == onnx_hash(tiny_onnx)
+    assert side["block_ops"] == [] and side["keep_io_types"] is True
+    assert side["converter"].startswith("modelopt AutoCast") and side["fp32_nodes"] == []
     assert out.stat().st_size < tiny_onnx.stat().st_size * 0.6
 
 
@@ -80,7 +81,7 @@ def test_out_of_order_converter_output_is_sorted(tiny_onnx, tmp_path, monkeypatc
         return m
 
     monkeypatch.setattr(f16, "convert_float_to_float16", scrambled)
-    r = convert_fp16(tiny_onnx, tmp_path / "s.onnx")
+    r = convert_fp16(tiny_onnx, tmp_path / "s.onnx", Fp16Spec(converter="onnxconverter-common"))
     assert any("topological" in n for n in r.notes)
     onnx.checker.check_model(onnx.load(str(tmp_path / "s.onnx")), full_check=True)
 
@@ -124,3 +125,35 @@ def test_cli_convert(tiny_onnx, tmp_path):
     assert (tmp_path / "m.fp16.onnx").exists() and "blocked: Softmax" in res.output
     res = CliRunner().invoke(cli, ["convert", str(tmp_path / "nope.onnx"), "--precision", "fp16"])
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "not found" in res.output
+
+
+def test_onnxconverter_common_remains_selectable(tiny_onnx, tmp_path):
+    out = tmp_path / "oc.onnx"
+    r = convert_fp16(tiny_onnx, out, Fp16Spec(converter="onnxconverter-common"))
+    side = json.loads((tmp_path / "oc.onnx.json").read_text())
+    assert side["converter"].startswith("onnxconverter-common") and "TopK" in side["converter_block_list"]
+    assert r.parity["passed"]
+
+
+def test_autocast_keeps_out_of_range_nodes_fp32(tmp_path):
+    """AutoCast's data-range fallback: a MatMul whose output exceeds its data range (512) stays fp32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((4, 4), 300.0, np.float32), "w")
+    w2 = numpy_helper.from_array(np.full((4, 4), 0.01, np.float32), "w2")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="big"),
+                           helper.make_node("MatMul", ["h", "w2"], ["y"], name="small")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [w, w2])
+    src = tmp_path / "big.onnx"
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(src))
+    r = convert_fp16(src, tmp_path / "big.fp16.onnx", Fp16Spec(check=False))
+    assert "big" in r.fp32_nodes
+
+
+def test_unknown_converter_refused(tiny_onnx, tmp_path):
+    with pytest.raises(InputError, match="unknown fp16 converter"):
+        convert_fp16(tiny_onnx, tmp_path / "x.onnx", Fp16Spec(converter="magic"))
+    assert not (tmp_path / "x.onnx").exists()

@@ -36,7 +36,8 @@ def accuracy(artifact, runner, top1, top5, agreement=None, cosine=None, ref_top1
     backend = "pytorch" if runner.startswith("pytorch") else runner
     ref = None if agreement is None else {"kind": "pytorch", "name": "pytorch fp32", "top1": ref_top1, "top5": 0.97,
                                           "top1_agreement": agreement, "mean_cosine": cosine, "min_cosine": cosine}
-    return {"artifact": artifact, "model": runner, "runner": {"name": runner, "backend": backend},
+    return {"format": "attnvgg.accuracy/1", "artifacts": {},
+            "artifact": artifact, "model": runner, "runner": {"name": runner, "backend": backend},
             "data": {"source": "builtin:val"}, "images": 200, "classes": 10, "topk": 5, "top1": top1, "top5": top5,
             "reference": ref, "seconds": 1.5, "notes": []}
 
@@ -46,8 +47,15 @@ def parity(artifact, precision, runner, max_abs_values):
               "metrics": {"max_abs": m, "max_rel": m * 10, "mean_abs": m / 10, "min_cosine": 0.9999999,
                           "top1_agreement": 1.0}, "passed": True, "reasons": [], "seconds": 0.1}
              for b, m in zip((1, 3), max_abs_values)]
-    return {"artifact": artifact, "precision": precision, "tolerance": {"atol": 1e-4, "rtol": 1e-3},
+    return {"format": "attnvgg.parity/1", "artifacts": {},
+            "artifact": artifact, "precision": precision, "tolerance": {"atol": 1e-4, "rtol": 1e-3},
             "cases": cases, "passed": True, "reference": {"backend": "pytorch"}, "locate": None, "skipped": []}
+
+
+def sidecar(artifact, kind, precision, **facts):
+    """A sidecar as attnvgg.sidecar.write writes it (the artifact itself is not in these folders)."""
+    return {"format": f"attnvgg.{kind}/1", "kind": kind, "artifact": artifact, "artifact_sha256": "0" * 64,
+            "precision": precision, **facts}
 
 
 def write(path: Path, obj) -> None:
@@ -89,16 +97,18 @@ def write_results(root: Path) -> Path:
           accuracy("run/model.int8.trt.onnx", "onnxruntime-cpu", 0.79, 0.96, 0.97, 0.999))
     write(run / "parity" / "model.onnx.parity.json",
           parity("run/model.onnx", "fp32", "onnxruntime-cpu", [2.5e-7, 3.0e-7]))
-    write(run / "model.onnx.json", {"kind": "onnx", "precision": "fp32", "stage": "export", "seconds": 7.5})
-    write(run / "model.fp16.onnx.json", {"precision": "fp16", "source": "run/model.onnx", "seconds": 8.2,
-                                         "notes": []})
-    write(run / "model.int8.cpu.onnx.json", {"precision": "int8", "format": "qdq", "flavour": "cpu",
-                                             "method": "minmax", "calibration_s": 25.0, "total_s": 30.0,
-                                             "source": "run/model.onnx", "notes": ["a note"]})
-    write(run / "model.int8.trt.onnx.json", {"precision": "int8", "format": "qdq", "flavour": "tensorrt",
-                                             "method": "minmax", "calibration_s": 26.5, "total_s": 31.0,
-                                             "source": "run/model.onnx", "notes": []})
-    write(run / "pipeline.json", {"skipped": {"build": "tensorrt not installed: pip install \"attnvgg[gpu]\""}})
+    write(run / "model.onnx.json", sidecar("model.onnx", "export", "fp32", stage="export", seconds=7.5,
+                                           model={}, preprocess=None, export={}))
+    write(run / "model.fp16.onnx.json", sidecar("model.fp16.onnx", "fp16", "fp16", source="run/model.onnx",
+                                                seconds=8.2, notes=[], keep_io_types=True, block_ops=[]))
+    write(run / "model.int8.cpu.onnx.json", sidecar("model.int8.cpu.onnx", "int8", "int8", quant_format="qdq",
+                                                    flavour="cpu", method="minmax", calibration_s=25.0, total_s=30.0,
+                                                    source="run/model.onnx", notes=["a note"], exclusion={}))
+    write(run / "model.int8.trt.onnx.json", sidecar("model.int8.trt.onnx", "int8", "int8", quant_format="qdq",
+                                                    flavour="tensorrt", method="minmax", calibration_s=26.5,
+                                                    total_s=31.0, source="run/model.onnx", notes=[], exclusion={}))
+    write(run / "pipeline.json", {"format": "attnvgg.notes/1",
+                                  "skipped": {"build": "tensorrt not installed: pip install \"attnvgg[gpu]\""}})
     return run
 
 

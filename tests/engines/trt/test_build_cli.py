@@ -14,7 +14,7 @@ from attnvgg.cli import cli
 from attnvgg.runners.tensorrt import tensorrt_available
 
 ROOT = Path(__file__).resolve().parents[3]
-EXPECTED = {"server": ("1x3x8x8", "16x3x8x8", "64x3x8x8"), "edge": ("1x3x8x8", "1x3x8x8", "8x3x8x8")}
+EXPECTED = {"server": ("1x3x8x8", "16x3x8x8", "64x3x8x8"), "edge": ("1x3x8x8", "1x3x8x8", "1x3x8x8")}
 
 
 def _run(*args: str):
@@ -37,22 +37,25 @@ def test_dry_run_prints_plan(onnx_files, tmp_path, preset, precision):
     text = res.stdout
     mn, op, mx = EXPECTED[preset]
     engine = out / f"model.{precision}.engine"
-    assert f"preset: {preset}" in text
+    assert f"target: {preset}" in text   # --preset is the old spelling of --target
     assert f"precision: {precision} (graph:" in text
     assert "input: input float32 [batch, 3, 8, 8]" in text
     assert f"profile input: min {mn}  opt {op}  max {mx}" in text
     assert f"engine 1/1: {engine}" in text
     assert f"sidecar: {engine}.json" in text and f"trtexec script: {engine}.trtexec.sh" in text
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("trtexec: "))
-    assert f"--onnx={onnx_files[precision]}" in line and f"--saveEngine={engine}" in line
-    assert f"--minShapes=input:{mn} --optShapes=input:{op} --maxShapes=input:{mx}" in line
+    trt_engine = out / f"model.{precision}.trtexec.engine"   # never the engine the sidecar hashes
+    assert f"--onnx={onnx_files[precision]}" in line and f"--saveEngine={trt_engine}" in line
+    assert f"--minShapes=input:{mn} --optShapes=input:{op} --maxShapes=input:{mx} --shapes=input:{op}" in line
+    assert "--profilingVerbosity=detailed" in line and f"--exportLayerInfo={trt_engine}.layers.json" in line
+    assert f"--exportProfile={trt_engine}.profile.json" in line
     assert "--stronglyTyped" in line and "--fp16" not in line and "--int8" not in line
     assert ("--noTF32" in line) == (precision == "fp32")
     assert not out.exists()      # a dry run writes nothing
 
 
 def test_dry_run_overrides_and_three_files(onnx_files, tmp_path):
-    res = _run(*map(str, onnx_files.values()), "--out", str(tmp_path / "o"), "--preset", "edge",
+    res = _run(*map(str, onnx_files.values()), "--out", str(tmp_path / "o"), "--target", "edge",
                "--max-batch", "4", "--workspace", "512", "--opt-level", "2", "--hardware-compat", "ampere+",
                "--version-compatible", "--tf32", "--dry-run")
     assert res.exit_code == 0, res.output
@@ -101,9 +104,23 @@ def test_help_documents_exit_code_4():
     assert "4 TensorRT or a CUDA GPU is missing" in flat and 'pip install "attnvgg[gpu]"' in flat
 
 
-def test_tensorrt_available_returns_reason():
+def test_tensorrt_available_returns_reason(monkeypatch):
+    import importlib.util
+    import types
+
     ok, why = tensorrt_available()
-    assert isinstance(ok, bool) and isinstance(why, str) and why
+    if not ok:      # here: no tensorrt, or no GPU; the reason says which and how to get it
+        assert "tensorrt" in why.lower() and ("attnvgg[gpu]" in why or "GPU" in why), why
+    # the package is absent: named, with the install line
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else object())
+    ok, why = tensorrt_available()
+    assert not ok and "not installed" in why and 'pip install "attnvgg[gpu]"' in why
+    monkeypatch.undo()
+    # an importable tensorrt of an unsupported version (a bare module with only a version: builds nothing)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    ok, why = tensorrt_available()
+    assert not ok and "TensorRT 8.6.1 is not supported" in why and "10.x or 11.x" in why
 
 
 @pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT and a GPU are present: the missing-TensorRT path cannot be shown")

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from attnvgg import sidecar
 from attnvgg.config import BuildSpec, Config, from_dict
 from attnvgg.engines.build_plan import (
-    PRESETS, engine_path_for, inspect_onnx, plan_build, resolve_options, trtexec_args, trtexec_script,
+    TARGETS, engine_path_for, inspect_onnx, plan_build, resolve_options, trtexec_args, trtexec_script,
 )
 from attnvgg.runners.trt_compat import trt_capabilities
 from attnvgg.errors import InputError, MissingDependency
@@ -19,20 +19,20 @@ from attnvgg.errors import InputError, MissingDependency
 
 # ----------------------------------------------------------------------------- presets / overrides
 
-@pytest.mark.parametrize("preset,expect", [("server", (1, 16, 64)), ("edge", (1, 1, 8))])
+@pytest.mark.parametrize("preset,expect", [("server", (1, 16, 64)), ("edge", (1, 1, 1))])
 def test_preset_batch_range(preset, expect, tmp_path):
-    o = resolve_options(BuildSpec(preset=preset), tmp_path)
+    o = resolve_options(BuildSpec(target=preset), tmp_path)
     assert (o.batch_min, o.batch_opt, o.batch_max) == expect
     assert not o.explicit_batch and o.overridden == ()
 
 
 def test_edge_has_smaller_workspace_than_server(tmp_path):
-    assert resolve_options(BuildSpec(preset="edge"), tmp_path).workspace_mib < \
-        resolve_options(BuildSpec(preset="server"), tmp_path).workspace_mib
+    assert resolve_options(BuildSpec(target="edge"), tmp_path).workspace_mib < \
+        resolve_options(BuildSpec(target="server"), tmp_path).workspace_mib
 
 
 def test_explicit_options_override_preset(tmp_path):
-    o = resolve_options(BuildSpec(preset="edge", batch_max=32, workspace_mib=300, optimization_level=5), tmp_path)
+    o = resolve_options(BuildSpec(target="edge", batch_max=32, workspace_mib=300, optimization_level=5), tmp_path)
     assert (o.batch_min, o.batch_opt, o.batch_max) == (1, 1, 32)
     assert o.workspace_mib == 300 and o.optimization_level == 5
     assert set(o.overridden) == {"batch_max", "workspace_mib", "optimization_level"} and o.explicit_batch
@@ -42,7 +42,7 @@ def test_explicit_options_override_preset(tmp_path):
     (dict(batch_min=8, batch_opt=4), "min batch 8 is larger than opt batch 4"),
     (dict(batch_opt=128), "opt batch 128 is larger than max batch 64"),
     (dict(batch_min=0), "at least 1"),
-    (dict(preset="cloud"), "unknown build preset 'cloud'"),
+    (dict(target="cloud"), "unknown build target 'cloud'"),
     (dict(optimization_level=7), "outside 0..5"),
     (dict(workspace_mib=0), "workspace"),
     (dict(hardware_compatibility="turing+"), "unknown hardware compatibility"),
@@ -62,7 +62,7 @@ def test_timing_cache_relative_to_out_and_disable(tmp_path):
 
 def test_buildspec_in_config_from_toml_dict():
     cfg = from_dict(Config, {"build": {"preset": "edge", "batch_max": 4, "tf32": True}})
-    assert cfg.build.preset == "edge" and cfg.build.batch_max == 4 and cfg.build.tf32 is True
+    assert cfg.build.target == "edge" and cfg.build.batch_max == 4 and cfg.build.tf32 is True
     with pytest.raises(InputError, match="unknown key"):
         from_dict(Config, {"build": {"fp16": True}})
 
@@ -85,14 +85,14 @@ def test_inputs_and_outputs_read(onnx_files):
 
 def test_precision_from_sidecar_agreeing(onnx_files):
     p = onnx_files["fp16"]
-    p.with_name(p.name + ".json").write_text(json.dumps({"precision": "fp16"}))
+    sidecar.write(p, "fp16", {"keep_io_types": True, "block_ops": []})
     f = inspect_onnx(p)
     assert f.precision == "fp16" and f.precision_source.startswith("sidecar")
 
 
 def test_precision_sidecar_contradicting_graph_refused(onnx_files):
     p = onnx_files["fp32"]
-    p.with_name(p.name + ".json").write_text(json.dumps({"precision": "int8"}))
+    sidecar.write(p, "int8", {"flavour": "tensorrt", "method": "minmax", "exclusion": {}})
     with pytest.raises(InputError, match="says int8 but the graph is fp32"):
         inspect_onnx(p)
 
@@ -138,10 +138,10 @@ def test_missing_and_non_onnx_refused(tmp_path):
 # ----------------------------------------------------------------------------- plan
 
 def test_plan_profiles_follow_preset(onnx_files, tmp_path):
-    plan = plan_build(list(onnx_files.values()), BuildSpec(preset="edge"), tmp_path / "out")
+    plan = plan_build(list(onnx_files.values()), BuildSpec(target="edge"), tmp_path / "out")
     assert [e.precision for e in plan.engines] == ["fp32", "fp16", "int8"]
     for e in plan.engines:
-        assert e.profile == {"input": ((1, 3, 8, 8), (1, 3, 8, 8), (8, 3, 8, 8))} and e.dynamic
+        assert e.profile == {"input": ((1, 3, 8, 8),) * 3} and e.dynamic   # edge: one static shape
     assert [e.engine.name for e in plan.engines] == ["model.fp32.engine", "model.fp16.engine", "model.int8.engine"]
     assert plan.engines[1].sidecar.name == "model.fp16.engine.json"
     assert plan.engines[1].trtexec_script.name == "model.fp16.engine.trtexec.sh"
@@ -180,7 +180,7 @@ def test_engine_name_adds_precision_only_when_absent(tmp_path):
 # ----------------------------------------------------------------------------- trtexec
 
 def test_trtexec_line_has_every_option(onnx_files, tmp_path):
-    spec = BuildSpec(preset="server", batch_max=32, workspace_mib=2048, optimization_level=4,
+    spec = BuildSpec(target="server", batch_max=32, workspace_mib=2048, optimization_level=4,
                      hardware_compatibility="ampere+", version_compatible=True)
     plan = plan_build([onnx_files["fp32"]], spec, tmp_path / "out")
     args = trtexec_args(plan.engines[0], plan.options)
@@ -189,17 +189,30 @@ def test_trtexec_line_has_every_option(onnx_files, tmp_path):
               "--maxShapes=input:32x3x8x8", "--memPoolSize=workspace:2048M", "--builderOptimizationLevel=4",
               f"--timingCacheFile={tmp_path / 'out' / 'timing.cache'}", "--noTF32",
               "--hardwareCompatibilityLevel=ampere+", "--versionCompatible",
-              f"--onnx={onnx_files['fp32']}", f"--saveEngine={tmp_path / 'out' / 'model.fp32.engine'}"]:
+              f"--onnx={onnx_files['fp32']}", f"--saveEngine={tmp_path / 'out' / 'model.fp32.trtexec.engine'}",
+              "--shapes=input:16x3x8x8", "--profilingVerbosity=detailed",
+              f"--exportLayerInfo={tmp_path / 'out' / 'model.fp32.trtexec.engine.layers.json'}",
+              f"--exportProfile={tmp_path / 'out' / 'model.fp32.trtexec.engine.profile.json'}"]:
         assert a in args, a
     assert not any(a in args for a in ("--fp16", "--int8", "--best"))
 
 
 def test_trtexec_dla_flags(onnx_files, tmp_path):
-    plan = plan_build([onnx_files["fp16"]], BuildSpec(preset="edge", dla_core=1), tmp_path)
+    plan = plan_build([onnx_files["fp16"]], BuildSpec(target="edge", dla_core=1), tmp_path)
     args = trtexec_args(plan.engines[0], plan.options)
     assert "--useDLACore=1" in args and "--allowGPUFallback" in args
-    plan = plan_build([onnx_files["fp16"]], BuildSpec(dla_core=0, gpu_fallback=False), tmp_path)
-    assert "--allowGPUFallback" not in trtexec_args(plan.engines[0], plan.options)
+    plan = plan_build([onnx_files["fp16"]], BuildSpec(dla_core=0, gpu_fallback=False, batch_min=4, batch_opt=4,
+                                                       batch_max=4), tmp_path)
+    args = trtexec_args(plan.engines[0], plan.options)
+    assert "--allowGPUFallback" not in args and "--maxShapes=input:4x3x8x8" in args
+
+
+def test_dla_refuses_a_dynamic_profile(onnx_files, tmp_path):
+    """DLA has no dynamic shapes: the server preset's 1/16/64 with a DLA core is refused, the edge preset is static."""
+    with pytest.raises(InputError, match="DLA has no dynamic shapes"):
+        plan_build([onnx_files["fp16"]], BuildSpec(dla_core=0), tmp_path)
+    e = plan_build([onnx_files["fp16"]], BuildSpec(target="edge", dla_core=0), tmp_path).engines[0]
+    assert len(set(e.profile["input"])) == 1
 
 
 def test_trtexec_script_uses_paths_relative_to_engine(onnx_files, tmp_path):
@@ -207,7 +220,9 @@ def test_trtexec_script_uses_paths_relative_to_engine(onnx_files, tmp_path):
     text = trtexec_script(plan.engines[0], plan.options)
     assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
     cmd = shlex.split(text.split('cd "$(dirname "$0")"\n', 1)[1].replace("\\\n", " "))
-    assert "--onnx=../model.int8.onnx" in cmd and "--saveEngine=model.int8.engine" in cmd
+    assert "--onnx=../model.int8.onnx" in cmd and "--saveEngine=model.int8.trtexec.engine" in cmd
+    assert "--saveEngine=model.int8.engine" not in cmd      # the engine its sidecar hashes is never overwritten
+    assert "--exportLayerInfo=model.int8.trtexec.engine.layers.json" in cmd and "--shapes=input:16x3x8x8" in cmd
     assert "--timingCacheFile=timing.cache" in cmd
 
 
@@ -226,5 +241,72 @@ def test_old_tensorrt_refused():
     with pytest.raises(MissingDependency, match="8.6.1"):
         trt_capabilities("8.6.1")
     assert "10.12" in " ".join(trt_capabilities("10.8.0").notes)
-    assert PRESETS["server"].batch_opt == 16
-    assert replace(BuildSpec(), preset="edge").preset == "edge"
+    assert TARGETS["server"].batch_opt == 16
+    assert replace(BuildSpec(), target="edge").target == "edge"
+
+
+# ----------------------------------------------------------------------------- Polygraphy arguments
+
+def test_polygraphy_args_are_strongly_typed_without_precision_flags(onnx_files, tmp_path):
+    from attnvgg.engines.build_plan import FORBIDDEN_CONFIG_ARGS, polygraphy_build_args
+
+    plan = plan_build(list(onnx_files.values()), BuildSpec(workspace_mib=2048, optimization_level=4), tmp_path / "o")
+    for e in plan.engines:
+        a = polygraphy_build_args(e, plan.options)
+        assert a["network"] == {"path": str(e.onnx), "strongly_typed": True}
+        c = a["config"]
+        assert not set(c) & set(FORBIDDEN_CONFIG_ARGS)             # never fp16/int8/bf16/fp8 or a calibrator
+        assert c["tf32"] is (e.precision != "fp32")                 # CreateConfig clears TF32 unless asked
+        assert c["memory_pool_limits"] == {"WORKSPACE": 2048 << 20}
+        assert c["builder_optimization_level"] == 4 and c["profiling_verbosity"] == "DETAILED"
+        assert c["profiles"] == [{"input": {"min": [1, 3, 8, 8], "opt": [16, 3, 8, 8], "max": [64, 3, 8, 8]}}]
+        assert c["load_timing_cache"] == a["save_timing_cache"] == str(tmp_path / "o" / "timing.cache")
+        assert "hardware_compatibility_level" not in c and "version_compatible" not in c and "use_dla" not in c
+        assert a["dla_core"] is None
+
+
+def test_polygraphy_args_compatibility_dla_and_static(onnx_files, onnx_factory, tmp_path):
+    from attnvgg.engines.build_plan import polygraphy_build_args
+
+    spec = BuildSpec(hardware_compatibility="ampere+", version_compatible=True, timing_cache="")
+    plan = plan_build([onnx_files["fp32"]], spec, tmp_path)
+    c = polygraphy_build_args(plan.engines[0], plan.options)
+    assert c["config"]["hardware_compatibility_level"] == "AMPERE_PLUS" and c["config"]["version_compatible"] is True
+    assert "load_timing_cache" not in c["config"] and c["save_timing_cache"] is None
+    plan = plan_build([onnx_files["fp16"]], BuildSpec(target="edge", dla_core=1, gpu_fallback=False), tmp_path)
+    a = polygraphy_build_args(plan.engines[0], plan.options)
+    assert a["config"]["use_dla"] is True and a["config"]["allow_gpu_fallback"] is False and a["dla_core"] == 1
+    assert a["config"]["profiles"] == [{"input": {"min": [1, 3, 8, 8], "opt": [1, 3, 8, 8], "max": [1, 3, 8, 8]}}]
+    static = plan_build([onnx_factory("s.onnx", batch=2)], BuildSpec(), tmp_path).engines[0]
+    assert polygraphy_build_args(static, plan.options)["config"]["profiles"] is None   # Polygraphy's default
+
+
+def test_polygraphy_config_kwargs_match_createconfig(onnx_files, tmp_path):
+    """The plan's arguments are real CreateConfig/NetworkFromOnnxPath/EngineBytesFromNetwork keywords.
+
+    Polygraphy's loaders are deferred (nothing is built or imported from TensorRT at construction);
+    the TensorRT enums are replaced by their names through a namespace, so this runs without TensorRT
+    and builds nothing.
+    """
+    from types import SimpleNamespace
+
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+
+    from attnvgg.engines.build_plan import polygraphy_build_args
+    from attnvgg.engines.tensorrt import config_kwargs
+
+    names = SimpleNamespace(WORKSPACE="WORKSPACE", DETAILED="DETAILED", AMPERE_PLUS="AMPERE_PLUS")
+    trt = SimpleNamespace(__version__="11.0", MemoryPoolType=names, ProfilingVerbosity=names,
+                          HardwareCompatibilityLevel=names)
+    plan = plan_build([onnx_files["int8"]], BuildSpec(hardware_compatibility="ampere+", version_compatible=True),
+                      tmp_path)
+    a = polygraphy_build_args(plan.engines[0], plan.options)
+    kw = config_kwargs(trt, a["config"])
+    assert isinstance(kw["profiles"][0], Profile) and kw["memory_pool_limits"] == {"WORKSPACE": 8192 << 20}
+    cfg = CreateConfig(**kw)
+    assert cfg.tf32 is True and cfg.fp16 is False and cfg.int8 is False and cfg.bf16 is False
+    assert cfg.hardware_compatibility_level == "AMPERE_PLUS" and cfg.version_compatible is True
+    assert cfg.timing_cache_path == a["save_timing_cache"]
+    net = NetworkFromOnnxPath(a["network"]["path"], strongly_typed=True)
+    assert net.strongly_typed is True
+    EngineBytesFromNetwork(net, config=cfg, save_timing_cache=a["save_timing_cache"])

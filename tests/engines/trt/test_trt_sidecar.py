@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from attnvgg.artifacts import sha256_file, write_json
+from attnvgg import sidecar
+from attnvgg.artifacts import sha256_file
 from attnvgg.config import BuildSpec
 from attnvgg.engines.build_plan import make_sidecar, plan_build
 from attnvgg.runners.trt_compat import SIDECAR_FORMAT, RuntimeEnv, check_sidecar, load_sidecar
@@ -29,8 +30,7 @@ def built(onnx_files, tmp_path):
         ep.engine.write_bytes(b"engine bytes for bookkeeping tests")
         sc = make_sidecar(ep, plan.options, env, onnx_hash="h" * 64, engine_sha256=sha256_file(ep.engine),
                           engine_bytes=ep.engine.stat().st_size, build_seconds=1.25, timing_cache_status="created")
-        write_json(ep.sidecar, sc)
-        return ep, sc
+        return ep, sidecar.write(ep.engine, "engine", sc, source=ep.onnx.resolve(), precision=ep.precision).facts
 
     return make
 
@@ -44,7 +44,7 @@ def test_sidecar_records_what_the_brief_asks(built):
     assert sc["source"] == str(ep.onnx.resolve())   # validate follows "source" to the model spec
     assert sc["profiles"] == [{"input": {"min": [1, 3, 8, 8], "opt": [16, 3, 8, 8], "max": [64, 3, 8, 8]}}]
     opts = sc["build_options"]
-    assert opts["preset"] == "server" and opts["workspace_mib"] == 8192 and opts["strongly_typed"] is True
+    assert opts["target"] == "server" and opts["workspace_mib"] == 8192 and opts["strongly_typed"] is True
     assert opts["tf32"] is True and sc["build_seconds"] == 1.25 and sc["built_at"]
     assert json.loads(ep.sidecar.read_text()) == sc      # what was written is what we return
     assert ep.sidecar.name == ep.engine.name + ".json"
@@ -104,8 +104,10 @@ def test_version_compatible_engine_accepts_newer_tensorrt_only(built):
 def test_sidecar_of_another_engine_refused(built):
     ep, sc = built()
     ep.engine.write_bytes(b"a different engine")
+    with pytest.raises(InputError, match="replaced after its sidecar"):     # checked on every read
+        load_sidecar(ep.engine)
     with pytest.raises(InputError, match="engine_sha256"):
-        check_sidecar(load_sidecar(ep.engine), H200, ep.engine, engine_sha256=sha256_file(ep.engine))
+        check_sidecar(sc, H200, ep.engine, engine_sha256=sha256_file(ep.engine))
 
 
 def test_missing_or_foreign_sidecar_refused(built):
@@ -114,7 +116,7 @@ def test_missing_or_foreign_sidecar_refused(built):
     with pytest.raises(InputError, match="not valid JSON"):
         load_sidecar(ep.engine)
     ep.sidecar.write_text(json.dumps({"precision": "fp16"}))
-    with pytest.raises(InputError, match="not an attnvgg engine sidecar"):
+    with pytest.raises(InputError, match="not an attnvgg sidecar"):
         load_sidecar(ep.engine)
     ep.sidecar.unlink()
     with pytest.raises(InputError, match="no sidecar") as ei:

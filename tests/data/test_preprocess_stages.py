@@ -2,7 +2,7 @@
 
 import pytest
 
-from attnvgg.cli import _preprocess_for
+from attnvgg.data.preprocess import for_model
 from attnvgg.config import Config, ExportSpec, PreprocessSpec
 from attnvgg.errors import InputError
 from attnvgg.export.onnx import export_onnx
@@ -20,9 +20,9 @@ def exported_64(tmp_path_factory):
 
 def test_stored_spec_wins_over_a_rescaled_default(exported_64):
     path, pre = exported_64
-    assert _preprocess_for(Config(), 64, str(path)) == pre
+    assert for_model(str(path), Config().preprocess, 64, given=False) == pre
     # without a sidecar the config's default is scaled to the input: not what the model saw
-    assert _preprocess_for(Config(), 64, None).resize == 73
+    assert for_model(None, Config().preprocess, 64, given=True).resize == 73
 
 
 def test_contradicting_config_is_refused(exported_64):
@@ -30,7 +30,7 @@ def test_contradicting_config_is_refused(exported_64):
     cfg = Config()
     cfg.preprocess.resize, cfg.preprocess.crop = 80, 64
     with pytest.raises(InputError, match="differs from the one stored"):
-        _preprocess_for(cfg, 64, str(path))
+        for_model(str(path), cfg.preprocess, 64, given=True)
 
 
 def test_evaluate_cli_uses_the_stored_spec(exported_64, tmp_path):

@@ -22,6 +22,7 @@ import numpy as np
 from attnvgg.config import EvaluateSpec
 from attnvgg.runners.base import Runner
 from attnvgg.errors import CheckFailed, InputError
+from attnvgg.runners.onnxruntime import run_all_outputs
 
 
 @dataclass
@@ -54,6 +55,12 @@ class AccuracyResult:
         d = asdict(self)
         d.pop("logits", None)
         return d
+
+    def summary_line(self, out: Any) -> str:
+        acc = f"top-1 {self.top1:.2%}, top-{self.topk} {self.top5:.2%}" if self.top1 is not None else "no labels"
+        ref = (f"; vs reference: top-1 agreement {self.reference.top1_agreement:.2%}, "
+               f"mean cosine {self.reference.mean_cosine:.6f}" if self.reference else "")
+        return f"{acc} on {self.images} images{ref} -> {out}"
 
 
 class _Tally:
@@ -270,7 +277,6 @@ def locate_nonfinite(runner: Runner, name: str, x: np.ndarray) -> str:
 
 def locate_nonfinite_onnx(path: str | Path, feeds: dict[str, np.ndarray]) -> tuple[str, str, str] | None:
     """Rerun ``feeds`` with every node output exposed; return (node, op type, tensor) of the first bad one."""
-    from attnvgg.validate.locate import run_all_outputs
 
     tensors, producers = run_all_outputs(Path(path), feeds)
     for tensor, (node, op, _) in producers.items():

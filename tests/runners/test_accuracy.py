@@ -16,7 +16,8 @@ from attnvgg.config import EvaluateSpec
 from attnvgg.runners.onnxruntime import OnnxRuntimeRunner
 from attnvgg.runners.torch import TorchRunner
 from attnvgg.errors import CheckFailed, InputError
-from attnvgg.validate.accuracy import check_budget, evaluate
+from attnvgg.runners.accuracy import check_budget, evaluate
+from tests.conftest import preprocess_config, stub_datasets
 
 
 class Labelled:
@@ -190,7 +191,7 @@ def test_cli_evaluate(models, data, tmp_path, monkeypatch):
     from attnvgg import cli as cli_mod
 
     _, path, _ = models
-    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw, artifact=None: data)
+    stub_datasets(monkeypatch, lambda name: data)
     out = tmp_path / "acc.json"
     res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(path), "--data", "x", "--out", str(out),
                                            "--save-logits", str(tmp_path / "l.npy"), "--batch-size", "8"])
@@ -206,10 +207,12 @@ def test_cli_evaluate(models, data, tmp_path, monkeypatch):
     assert res.exit_code == 0 and "top-1 agreement 100.00%" in res.output, res.output
     res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(tmp_path / "missing.onnx")])
     assert res.exit_code == 2 and res.output.count("\n") == 1
-    res = CliRunner().invoke(cli_mod.cli, ["evaluate"])   # random weights would give a meaningless number
+    # random weights would give a meaningless number (the built-in default has trained weights)
+    res = CliRunner().invoke(cli_mod.cli, ["evaluate", "--preset", "vgg16-224"])
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "no model to evaluate" in res.output
     nan = _nan_model(tmp_path / "nan.onnx")
-    monkeypatch.setattr(cli_mod, "_open_data", lambda name, cfg, hw, artifact=None: _nan_data())
-    res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(nan), "--batch-size", "4", "--out", str(tmp_path / "n.json")])
+    stub_datasets(monkeypatch, lambda name: _nan_data())
+    res = CliRunner().invoke(cli_mod.cli, ["evaluate", str(nan), *preprocess_config(tmp_path, nan, "nan.toml"),
+                                           "--batch-size", "4", "--out", str(tmp_path / "n.json")])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "the_log" in res.output
     assert not (tmp_path / "n.json").exists()
