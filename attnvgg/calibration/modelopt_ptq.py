@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnvgg.calibration.reader import OneBatch
 from attnvgg.errors import MissingDependency, StageError
 
 #: TensorRT calibration-cache headers by our method (TensorRT 10's calibrator names).
@@ -75,7 +76,7 @@ def read_calibration_cache(path: Path) -> dict[str, float]:
     return out
 
 
-class ProbeReader:
+class ProbeReader(OneBatch):
     """An ONNX Runtime CalibrationDataReader with one seeded N(0, 1) batch (normalised images have that scale).
 
     ModelOpt reads its first batch for shapes (MHA head size / sequence, GEMV detection) and runs
@@ -86,29 +87,7 @@ class ProbeReader:
     def __init__(self, name: str, shape: tuple[int, ...], seed: int = 0):
         import numpy as np
 
-        self.feed = {name: np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
-        self._done = False
-
-    def get_first(self) -> dict:
-        return self.feed
-
-    def get_next(self) -> dict | None:
-        if self._done:
-            return None
-        self._done = True
-        return self.feed
-
-    def rewind(self) -> None:
-        self._done = False
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        feed = self.get_next()
-        if feed is None:
-            raise StopIteration
-        return feed
+        super().__init__({name: np.random.default_rng(seed).standard_normal(shape).astype(np.float32)})
 
 
 @dataclass

@@ -54,14 +54,23 @@ def checked_batches(dataset: Dataset, shape: InputShape, batch_size: int, limit:
 
 
 class OneBatch:
-    """A CalibrationDataReader that yields one feed dict, then None."""
+    """A CalibrationDataReader that yields one feed dict, then None (``rewind`` starts it again)."""
 
     def __init__(self, feed: dict):
-        self._feed: dict | None = feed
+        self.feed = feed
+        self._done = False
+
+    def get_first(self) -> dict:
+        return self.feed
 
     def get_next(self) -> dict | None:
-        feed, self._feed = self._feed, None
-        return feed
+        if self._done:
+            return None
+        self._done = True
+        return self.feed
+
+    def rewind(self) -> None:
+        self._done = False
 
     def __iter__(self):
         return self

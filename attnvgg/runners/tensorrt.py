@@ -157,7 +157,27 @@ def _torch_dtype(trt: Any, dt: Any) -> "torch.dtype":
     return table[dt]
 
 
-class TensorRTRunner(Runner):
+class _EngineFile(Runner):
+    """What both engine runners share: the engine path, the sidecar check, loading the bytes."""
+
+    backend = "tensorrt"
+
+    def __init__(self, engine_path: str | os.PathLike, name: Optional[str] = None, check: bool = True):
+        super().__init__(name)
+        self.path = Path(engine_path)
+        self.check = check
+        self.sidecar: Optional[dict] = None
+
+    def _load(self) -> tuple[Any, bytes]:
+        """(tensorrt module, engine bytes) after the file and its sidecar were checked."""
+        if not self.path.is_file():
+            raise InputError(f"engine file not found: {self.path}", "build it with: attnvgg build MODEL.onnx --out DIR")
+        trt = require_tensorrt()
+        data, self.sidecar = _checked_engine_bytes(self.path, self.check)
+        return trt, data
+
+
+class TensorRTRunner(_EngineFile):
     """Runs a TensorRT engine on torch CUDA tensors.
 
     ``infer`` takes and returns numpy arrays (the common runner interface; copies included).
@@ -168,13 +188,8 @@ class TensorRTRunner(Runner):
     for engines built elsewhere by trtexec.
     """
 
-    backend = "tensorrt"
-
     def __init__(self, engine_path: str | os.PathLike, name: Optional[str] = None, check: bool = True):
-        super().__init__(name)
-        self.path = Path(engine_path)
-        self.check = check
-        self.sidecar: Optional[dict] = None
+        super().__init__(engine_path, name, check)
         self.engine: Any = None
         self.context: Any = None
         self._stream: Any = None
@@ -185,12 +200,9 @@ class TensorRTRunner(Runner):
 
     # -- lifecycle -------------------------------------------------------------------------
     def activate_impl(self) -> None:
-        if not self.path.is_file():
-            raise InputError(f"engine file not found: {self.path}", "build it with: attnvgg build MODEL.onnx --out DIR")
-        trt = require_tensorrt()
+        trt, data = self._load()
         import torch
 
-        data, self.sidecar = _checked_engine_bytes(self.path, self.check)
         runtime = _runtime(trt, self.sidecar)
         engine = runtime.deserialize_cuda_engine(data)
         if engine is None:
@@ -323,7 +335,7 @@ class TensorRTRunner(Runner):
         return d
 
 
-class PolygraphyEngineRunner(Runner):
+class PolygraphyEngineRunner(_EngineFile):
     """An engine run through Polygraphy's ``TrtRunner`` (validate, evaluate): numpy in, numpy out.
 
     The sidecar check and the Runtime set-up (shared logger, version-compatible host code, DLA
@@ -332,23 +344,15 @@ class PolygraphyEngineRunner(Runner):
     bfloat16 outputs (no numpy dtype) convertible (``to_numpy``).
     """
 
-    backend = "tensorrt"
-
     def __init__(self, engine_path: str | os.PathLike, name: Optional[str] = None, check: bool = True):
-        super().__init__(name)
-        self.path = Path(engine_path)
-        self.check = check
-        self.sidecar: Optional[dict] = None
+        super().__init__(engine_path, name, check)
         self._runner: Any = None
 
     def activate_impl(self) -> None:
-        if not self.path.is_file():
-            raise InputError(f"engine file not found: {self.path}", "build it with: attnvgg build MODEL.onnx --out DIR")
-        trt = require_tensorrt()
+        trt, data = self._load()
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
         from polygraphy.exception import PolygraphyException
 
-        data, self.sidecar = _checked_engine_bytes(self.path, self.check)
         runner = TrtRunner(EngineFromBytes(data, runtime=_runtime(trt, self.sidecar)), name=self.name)
         try:
             runner.activate()

@@ -12,6 +12,7 @@ from attnvgg.config import BuildSpec
 from attnvgg.engines.build_plan import make_sidecar, plan_build
 from attnvgg.runners.trt_compat import SIDECAR_FORMAT, RuntimeEnv, check_sidecar, load_sidecar
 from attnvgg.errors import InputError
+from tests.engines.trt.conftest import onnx_files  # noqa: F401 - the fixture these tests build engines from
 
 H200 = RuntimeEnv("10.13.0.35", "NVIDIA H200", "9.0")
 
