@@ -98,8 +98,13 @@ def write_text(dest: str | os.PathLike, text: str) -> Path:
     return write_bytes(dest, text.encode())
 
 
+def json_text(obj: Any) -> str:
+    """The JSON every result file holds (``--json -`` prints the same to stdout)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
 def write_json(dest: str | os.PathLike, obj: Any) -> Path:
-    return write_text(dest, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return write_text(dest, json_text(obj))
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from attnvgg import __version__
+from attnvgg import __version__, console
+from attnvgg.cli_verbosity import VerbosityGroup
 from attnvgg.cli_options import int_list, config_options, handle_errors, model_flags, model_options, settings
 from attnvgg.config import ONNX_RUNNERS as RUNNER_CHOICES
 
@@ -23,7 +24,7 @@ RUNNER_HELP = ("cpu/cuda = ONNX Runtime's providers, openvino = OpenVINO CPU f32
 
 # -------------------------------------------------------------------------- the group
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=VerbosityGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="attnvgg")
 def cli() -> None:
     """attnvgg: PyTorch -> ONNX -> parity -> FP16/INT8 -> TensorRT -> latency/accuracy report."""
@@ -89,7 +90,8 @@ def simplify(src, out, check_n, force, **kw):
 @model_options
 @click.option("--batches", default=None, help="Batch sizes, e.g. 1,3 (the dynamic range's ends are added) [default: 1,3].")
 @click.option("--samples", type=int, default=None, help="Random samples per batch size [default: 8].")
-@click.option("--images", default=None, help="Also compare on these images (folder, .npy/.npz, builtin:val).")
+@click.option("--images", default=None,
+              help="Also compare on these images: folder, .npy, .npz (x/images or the input's name), Polygraphy input JSON, builtin:val.")
 @click.option("--provider", "--runner", "providers", multiple=True, type=click.Choice(RUNNER_CHOICES),
               help=f"Runner(s) of an ONNX file [default: cpu]; {RUNNER_HELP}.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None,
@@ -99,10 +101,15 @@ def simplify(src, out, check_n, force, **kw):
 @click.option("--min-cosine", type=float, default=None, help="Override the minimum cosine similarity.")
 @click.option("--min-top1", type=float, default=None, help="Override the minimum top-1 agreement (0..1).")
 @click.option("--locate", is_flag=True, default=None, help="On failure, find the first diverging layer.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Write the result JSON here ('-': to stdout, the table then goes to stderr).")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML here.")
+@click.option("--save-inputs", default=None, type=click.Path(dir_okay=False),
+              help="Save the inputs fed, in Polygraphy's JSON (polygraphy run --load-inputs).")
+@click.option("--save-outputs", default=None, type=click.Path(dir_okay=False),
+              help="Save PyTorch's outputs as Polygraphy RunResults JSON (polygraphy run --load-outputs).")
 @handle_errors
-def validate(artifact, precision, json_path, junit_path, **kw):
+def validate(artifact, precision, json_path, junit_path, save_inputs, save_outputs, **kw):
     """Parity of an ONNX model (or engine) against the PyTorch reference. Exit 0 pass, 1 fail."""
     from attnvgg import sidecar
     from attnvgg.pipeline import validate_command
@@ -116,8 +123,22 @@ def validate(artifact, precision, json_path, junit_path, **kw):
              "validate.providers": providers or None,
              **{f"validate.{k}": kw.pop(k) for k in ("samples", "images", "locate")},
              **{f"validate.tolerances.{s}.{k}": v for s in sets for k, v in tol_flags.items()}}
-    validate_command(artifact, settings(kw, flags), prec, json_path, junit_path, explicit_batches=bool(
-        flags["validate.batches"]), show=lambda res: click.echo(format_table(res)), exact_precision=precision is not None)
+    to_stdout = json_path == "-"
+
+    def show(res: Any) -> None:
+        if to_stdout:            # --json -: the JSON alone on stdout, the table on stderr
+            from attnvgg import sidecar as _sc
+            from attnvgg.artifacts import json_text
+
+            click.echo(json_text({**_sc.result_header("parity", [res.artifact]), **res.to_dict()}), nl=False)
+        table = format_table(res)
+        if console.level() < console.NORMAL and res.passed:    # -q: the verdict line only
+            table = next(ln for ln in table.splitlines() if ln.startswith("PASS: "))
+        click.echo(table, err=to_stdout)
+
+    validate_command(artifact, settings(kw, flags), prec, None if to_stdout else json_path, junit_path,
+                     explicit_batches=bool(flags["validate.batches"]), show=show,
+                     save_inputs=save_inputs, save_outputs=save_outputs, exact_precision=precision is not None)
 
 
 # -------------------------------------------------------------------------- build (TensorRT)
@@ -179,6 +200,9 @@ def build_cmd(onnx: tuple[str, ...], out_dir: str, dry_run: bool, **kw: Any) -> 
 
 # ------------------------------------------------------------ convert / calibrate / evaluate
 
+MIXED_SUFFIX = ".int8-mixed.onnx"
+
+
 def _default_out(model: str, suffix: str) -> str:
     p = Path(model)
     stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.name
@@ -210,8 +234,10 @@ def convert(model: str, precision: str, out: str | None, block_ops: tuple, fp16_
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @config_options
-@click.option("--data", default=None, help="builtin:calib (default), an image folder, or a .npz/.npy file.")
-@click.option("--out", "-o", default=None, help="Output .onnx (default: MODEL with .int8.onnx).")
+@click.option("--data", default=None,
+              help="builtin:calib (default), an image folder, .npy, .npz (x/images or the input's name, e.g. {input: x}) or Polygraphy input JSON.")
+@click.option("--out", "-o", default=None,
+              help="Output .onnx (default: MODEL with .int8.onnx; with --max-drop .int8-mixed.onnx).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None)
 @click.option("--flavour", type=click.Choice(["tensorrt", "cpu"]), default=None,
               help="tensorrt: int8 symmetric, zero point 0 (default); cpu: uint8 asymmetric activations.")
@@ -257,7 +283,9 @@ def calibrate(model: str, out: str | None, **kw: Any) -> None:
              "calibrate.per_channel": False if kw.pop("per_tensor") else None,
              "calibrate.cache": False if kw.pop("no_cache") else None,
              **{f"mixed.{k}": v for k, v in search.items()}}
-    click.echo(calibrate_command(model, out or _default_out(model, ".int8.onnx"), settings(kw, flags), exclude))
+    # a search writes its own default name: it never overwrites the plain INT8 model calibrate wrote
+    default = MIXED_SUFFIX if search["max_drop"] is not None else ".int8.onnx"
+    click.echo(calibrate_command(model, out or _default_out(model, default), settings(kw, flags), exclude))
 
 
 @cli.command()
@@ -307,16 +335,27 @@ def run(out, stages, force, **kw):
     from attnvgg.errors import CheckFailed
     from attnvgg.pipeline import run_pipeline
 
+    import shlex
+
     preset = kw["run_preset"]
+    given = [("--preset", preset if preset != "default" else None), ("--config", kw.get("config_path")),
+             ("--out", out), ("--stages", stages)] + [("--set", o) for o in kw.get("overrides") or ()]
+    invocation = " ".join(["attnvgg run"] + [f"{k} {shlex.quote(str(v))}" for k, v in given if v]
+                          + (["--force"] if force else []))
     cfg = settings(kw, {"run.out": out}).cfg
     selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-    click.echo(f"attnvgg run: preset {preset}, run folder {cfg.run.out}")
+    quiet = console.level() < console.NORMAL
+    if not quiet:
+        click.echo(f"attnvgg run: preset {preset}, run folder {cfg.run.out}")
 
     def echo(line: str) -> None:
+        if quiet and "FAILED" not in line:       # -q: only failed checks, errors and the last line
+            return
         click.echo(line)
         sys.stdout.flush()  # keep the progress lines in order with the stages' notes on stderr
 
-    summary = run_pipeline(cfg, selected, force=force, echo=echo)
+    summary = run_pipeline(cfg, selected, force=force, echo=echo, invocation=invocation,
+                           start_after_s=None if quiet else 3.0)
     click.echo(f"done in {summary['seconds']:.1f} s; report: {summary['report']}")
     if summary.get("failed"):
         raise CheckFailed(f"{len(summary['failed'])} check(s) failed: {', '.join(summary['failed'])}",
@@ -362,7 +401,8 @@ or TensorRT that is absent skips those runners, with the reason.""")
               help=f"Runner(s) of ONNX files [default: cpu]; {RUNNER_HELP}. The PyTorch baseline runs on "
                    "the device of each (cuda or cpu); engines always use the GPU.")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Replay CUDA graphs (PyTorch on CUDA, TensorRT).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the results JSON here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Write the results JSON here ('-': to stdout, the table then goes to stderr).")
 @handle_errors
 def bench_cmd(artifacts: tuple[str, ...], pytorch: bool, json_path: str | None, **kw: Any) -> None:
     """Latency of ONNX files, TensorRT engines and the PyTorch baseline at each batch size."""
@@ -370,7 +410,8 @@ def bench_cmd(artifacts: tuple[str, ...], pytorch: bool, json_path: str | None, 
     from attnvgg.engines.bench import bench_artifacts, format_table
     from attnvgg.pipeline import reference_model
 
-    check_outputs([json_path], artifacts)
+    to_stdout = json_path == "-"
+    check_outputs([None if to_stdout else json_path], artifacts)
     flags = {**model_flags(kw), "bench.batches": int_list(kw.pop("batches"), "--batches"),
              "bench.providers": list(kw.pop("providers")) or None,
              **{f"bench.{k}": kw.pop(k) for k in ("threads", "iterations", "min_seconds", "warmup", "cuda_graphs")}}
@@ -381,9 +422,13 @@ def bench_cmd(artifacts: tuple[str, ...], pytorch: bool, json_path: str | None, 
         items.insert(0, "pytorch")
         onnx = [a for a in artifacts if Path(a).is_file()]
         model_spec = reference_model(onnx[0], st) if onnx else st.cfg.model
-    result = bench_artifacts(items, st.cfg.bench, model_spec, json_path)
-    click.echo(format_table(result))
-    if json_path:
+    result = bench_artifacts(items, st.cfg.bench, model_spec, None if to_stdout else json_path)
+    if to_stdout:
+        from attnvgg.artifacts import json_text
+
+        click.echo(json_text(result), nl=False)
+    click.echo(format_table(result), err=to_stdout)
+    if json_path and not to_stdout:
         click.echo(f"wrote {json_path}")
 
 
@@ -426,7 +471,7 @@ def report_cmd(results: tuple[str, ...], out_dir: str, plot_batch: int | None) -
 @click.option("--train-limit", type=int, default=None, help="Use only the first N training images (0 = all).")
 @click.option("--val-limit", type=int, default=None, help="Evaluate on the first N val images (0 = all).")
 @click.option("--threads", type=int, default=None, help="torch threads (default 2; 0 = torch's default).")
-@click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@click.option("-q", "--quiet", is_flag=True, help="No per-epoch lines (and no notes).")
 @handle_errors
 def train_cmd(out: str, attention: str | None, quiet: bool, **kw) -> None:
     """Train the small attention VGG on the built-in data set (seeded, reproducible).

@@ -41,6 +41,35 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
+#: (report name, distribution) of every library a stage may use, recorded with each measurement
+LIBRARIES = (("onnxsim", "onnxsim"), ("onnxslim", "onnxslim"), ("onnxconverter_common", "onnxconverter-common"),
+             ("polygraphy", "polygraphy"), ("modelopt", "nvidia-modelopt"), ("openvino", "openvino"),
+             ("onnxruntime_gpu", "onnxruntime-gpu"), ("pillow", "pillow"), ("click", "click"),
+             ("matplotlib", "matplotlib"), ("tqdm", "tqdm"))
+
+
+def code_revision() -> dict:
+    """attnvgg's version and, when it runs from a git checkout, the commit and whether the tree
+    had local changes: what a reproduce line needs besides the config."""
+    import shutil
+    import subprocess
+
+    out: dict = {"attnvgg": __version__, "git_commit": None, "git_dirty": None}
+    root = Path(__file__).resolve().parent.parent
+    git = shutil.which("git")
+    if not git or not (root / ".git").exists():
+        return out
+    try:
+        commit = subprocess.run([git, "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run([git, "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except Exception:  # noqa: BLE001 - a fact about the checkout, never a reason to fail
+        return out
+    out.update(git_commit=commit or None, git_dirty=bool(dirty))
+    return out
+
+
 def _nvidia_smi() -> Optional[dict]:
     import shutil
     import subprocess
@@ -104,7 +133,8 @@ def machine_info(tensorrt_version: Optional[str] = None) -> dict:
                      "cuda": cuda_version, "onnxruntime": ort["version"] if ort else None,
                      "onnxruntime_providers": ort["providers"] if ort else None,
                      "onnx": _version("onnx"), "numpy": _version("numpy"), "tensorrt": tensorrt_version,
-                     "openvino": _version("openvino")},
+                     **{name: _version(dist) for name, dist in LIBRARIES}},
+        "code": code_revision(),
         "platform": platform.platform(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

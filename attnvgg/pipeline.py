@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sys
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,11 +27,11 @@ from attnvgg.config import (
     parse_override,
     read_config_file,
 )
-from attnvgg import sidecar
-from attnvgg.artifacts import atomic_path, check_outputs, write_json
+from attnvgg import console, sidecar
+from attnvgg.artifacts import atomic_path, check_outputs, sha256_bytes, write_json, write_text
 from attnvgg.calibration.int8 import calibrate
 from attnvgg.calibration.mixed import calibrate_mixed, check_mixed
-from attnvgg.config import ModelSpec, PreprocessSpec
+from attnvgg.config import ModelSpec, PreprocessSpec, dumps_config
 from attnvgg.data import builtin_model_config, open_dataset
 from attnvgg.data.preprocess import for_model
 from attnvgg.engines.bench import bench_artifacts
@@ -40,6 +40,7 @@ from attnvgg.errors import AttnvggError, CheckFailed, InputError
 from attnvgg.export.fp16 import convert_fp16
 from attnvgg.export.onnx import export_onnx
 from attnvgg.export.simplify import simplify_onnx
+from attnvgg.machine import code_revision
 from attnvgg.manifest import Manifest, Step
 from attnvgg.models.build import torch_runner
 from attnvgg.onnxgraph import load_onnx, model_input
@@ -221,18 +222,21 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
     for v in variants:
         out_json = paths.results / f"parity-{v}.json"
         out_xml = paths.results / f"parity-{v}.xml"
+        pg_in = paths.results / f"parity-{v}.inputs.json"      # Polygraphy formats: polygraphy run
+        pg_out = paths.results / f"parity-{v}.outputs.json"    # --load-inputs/--load-outputs
 
         vspec = dataclasses.replace(cfg.validate, providers=[runners[v]]) if v in RUNNER_OF_VARIANT else cfg.validate
 
-        def parity_fn(v=v, out_json=out_json, out_xml=out_xml, vspec=vspec) -> dict:
+        def parity_fn(v=v, out_json=out_json, out_xml=out_xml, pg_in=pg_in, pg_out=pg_out, vspec=vspec) -> dict:
             r = validate_artifact(paths.variant(v), m, vspec, out_json, out_xml,
-                                  precision=variant_precision(v), preprocess=preprocess_for(paths.variant(v), cfg))
+                                  precision=variant_precision(v), preprocess=preprocess_for(paths.variant(v), cfg),
+                                  save_inputs=pg_in, save_outputs=pg_out)
             return {"passed": r.passed, **r.worst()}
 
         steps.append(Step(f"validate:{v}", "validate", parity_fn, inputs=[paths.variant(v)] + ckpt,
                           settings=lambda vspec=vspec: {"validate": _asdict(vspec), "model": _asdict(m),
                                                         "data": _data_key(cfg.validate.images, cfg)},
-                          outputs=[out_json, out_xml]))
+                          outputs=[out_json, out_xml, pg_in, pg_out]))
 
     # accuracy: PyTorch fp32 first (the reference), then every variant against it
     ref_logits = paths.results / "logits-pytorch.npz"
@@ -300,8 +304,7 @@ def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None
                               outputs=[out]))
 
     def report_fn() -> dict:
-        sidecars = [p.with_name(p.name + ".json") for p in dict.fromkeys(paths.variant(v) for v in variants)]
-        out = make_report([paths.results, paths.notes, *[p for p in sidecars if p.exists()]], paths.report)
+        out = make_report([paths.root], paths.report)    # results, notes, sidecars, engines: the whole folder
         return {k: str(v) for k, v in out.items()}
 
     report_inputs = [s for s in steps if s.stage in ("validate", "evaluate", "bench", "calibrate", "fp16")]
@@ -381,7 +384,8 @@ def evaluate_to_files(artifact: Path | str | None, cfg: Config, out: Path | str,
 # functions ``run`` calls, with the model and preprocessing from the artifact's sidecar.
 
 def validate_command(artifact: str, st: Settings, precision: str, json_path: str | None, junit_path: str | None,
-                     explicit_batches: bool, show: Callable[[Any], None], exact_precision: bool = False) -> Any:
+                     explicit_batches: bool, show: Callable[[Any], None], save_inputs: str | None = None,
+                     save_outputs: str | None = None, exact_precision: bool = False) -> Any:
     """Parity of ``artifact`` against its PyTorch model; ``show`` gets the result before a failure
     raises CheckFailed. ``exact_precision``: ``precision``'s tolerance set for every runner (else a
     bf16 runner is judged by the bf16 set)."""
@@ -390,7 +394,8 @@ def validate_command(artifact: str, st: Settings, precision: str, json_path: str
     model_spec = reference_model(artifact, st)
     pre = preprocess_for(artifact, cfg, given=st.gave("preprocess")) if cfg.validate.images else None
     res = validate_artifact(artifact, model_spec, cfg.validate, json_path, junit_path, precision=precision,
-                            explicit_batches=explicit_batches, preprocess=pre, exact_precision=exact_precision)
+                            explicit_batches=explicit_batches, preprocess=pre, save_inputs=save_inputs,
+                            save_outputs=save_outputs, exact_precision=exact_precision)
     show(res)
     if not res.passed:
         where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
@@ -467,12 +472,75 @@ def _data_key(name: str | None, cfg: Config) -> str | None:
         return name
 
 
+class StageNotes:
+    """The notes of the stage that is running, printed after its stage line (not above it).
+
+    Stages log through ``_log`` while ``run`` holds their line back until they finish; outside a
+    ``run`` (a stage function called alone) a note prints at once."""
+
+    current: list[str] | None = None
+
+    def __enter__(self) -> list[str]:
+        StageNotes.current = []
+        return StageNotes.current
+
+    def __exit__(self, *exc: object) -> None:
+        StageNotes.current = None
+
+
 def _log(msg: str) -> None:
-    print(f"      {msg}", file=sys.stderr)
+    if StageNotes.current is not None:
+        StageNotes.current.append(msg)
+    else:
+        console.note(f"      {msg}")
+
+
+#: a stage still running after this many seconds gets a start line ("running ..."), so a long
+#: stage does not look hung in a CI log
+START_LINE_AFTER_S = 3.0
+
+
+def run_step(step: Step, label: str, echo: Callable[[str], None],
+             start_after_s: float | None = START_LINE_AFTER_S) -> tuple[Any, list[str], float]:
+    """Run one step: (its info, the notes it logged, seconds). A start line is echoed if it is
+    still running after ``start_after_s``; the notes are returned, for after its stage line."""
+    import threading
+
+    timer = None
+    if start_after_s is not None:
+        timer = threading.Timer(start_after_s, lambda: echo(f"{label} running ..."))
+        timer.daemon = True
+        timer.start()
+    t0 = time.perf_counter()
+    with StageNotes() as notes:
+        try:
+            info = step.fn()
+        except AttnvggError as err:
+            err.notes = list(notes)   # type: ignore[attr-defined]
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+    return info, notes, time.perf_counter() - t0
+
+
+def _notes_after(notes: list[str]) -> None:
+    for n in notes:
+        console.note(f"      {n}")
+
+
+def run_record(cfg: Config, root: Path, invocation: str | None) -> dict:
+    """How to reproduce this run: the effective config, written beside the results as
+    ``config.toml`` (its hash names it), the command as given, attnvgg's version and commit."""
+    text = dumps_config(cfg)
+    write_text(root / "config.toml", text)
+    return {"invocation": invocation, "config": "config.toml", "config_sha256": sha256_bytes(text.encode()),
+            "reproduce": f"attnvgg run --config {root / 'config.toml'}", **code_revision()}
 
 
 def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = False,
-                 echo: Callable[[str], None] = print) -> dict:
+                 echo: Callable[[str], None] = print, invocation: str | None = None,
+                 start_after_s: float | None = START_LINE_AFTER_S) -> dict:
     if stages:
         check_names(stages, RUN_STAGES, "stage")
     root = Path(cfg.run.out)
@@ -480,7 +548,8 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
     paths = Paths(root)
     paths.results.mkdir(exist_ok=True)
     selected = set(stages or cfg.run.stages)
-    notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model)}
+    notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model),
+                             "run": run_record(cfg, root, invocation)}
     manifest = Manifest(root)
     runners, unavailable = variant_runners(cfg.run.variants)
     for v, why in unavailable.items():
@@ -514,19 +583,23 @@ def run_pipeline(cfg: Config, stages: list[str] | None = None, force: bool = Fal
             continue
         t0 = time.perf_counter()
         try:
-            info = step.fn()
+            info, step_notes, dt = run_step(step, label, echo, start_after_s)
         except AttnvggError as err:
             manifest.forget(step.name)
             if err.exit_code == 1:  # a failed check: record it, report it, go on
                 manifest.record(step, key, time.perf_counter() - t0, {"failed": err.one_line()}, status="failed")
                 echo(f"{label} FAILED: {err.one_line()}")
+                _notes_after(getattr(err, "notes", []))
                 summary["steps"][step.name] = "failed"
                 summary.setdefault("failed", []).append(step.name)
                 continue
+            _notes_after(getattr(err, "notes", []))
             raise
-        dt = time.perf_counter() - t0
         manifest.record(step, key, dt, info)
         echo(f"{label} {dt:6.1f} s")
+        _notes_after(step_notes)
+        if info:
+            console.detail(f"      facts: {json.dumps(info, default=str)[:400]}")
         summary["steps"][step.name] = "done"
     summary["seconds"] = round(time.perf_counter() - t_all, 1)
     summary["report"] = str(paths.report / "report.html")

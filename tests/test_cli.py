@@ -86,3 +86,43 @@ def test_failed_parity_exit_code_1(tiny_exports, tmp_path):
     res = run_cli(["validate", str(bad), "--locate"])
     assert res.exit_code == 1
     assert "first diverging layer: features.12" in error_line(res)
+
+
+# ----------------------------------------------------------------------------- -q/-v, --json -
+
+def test_every_command_takes_quiet_and_verbose():
+    from attnvgg.cli import cli
+
+    for name, cmd in cli.commands.items():
+        opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        assert {"-q", "--quiet", "-v", "--verbose"} <= opts, name
+
+
+def test_validate_and_bench_json_dash_go_to_stdout(tiny_exports, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    model = str(tiny_exports["se"])
+    for args in (["validate", model, "--batches", "1", "--samples", "2", "--json", "-"],
+                 ["bench", model, "--batches", "1", "--iterations", "3", "--min-seconds", "0", "--warmup", "1",
+                  "--json", "-"]):
+        done = subprocess.run([sys.executable, "-c", "from attnvgg.cli import main; main()", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        data = json.loads(done.stdout)                 # stdout is the JSON and nothing else
+        assert data["cases"] if args[0] == "validate" else data["rows"]
+        assert done.stderr.strip()                     # the table went to stderr
+        assert not (tmp_path / "-").exists()           # no file named '-'
+
+
+def test_quiet_validate_prints_the_verdict_only(tiny_exports):
+    from tests.conftest import run_cli
+
+    res = run_cli(["validate", str(tiny_exports["se"]), "--batches", "1", "--samples", "2", "-q"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("PASS: ") and len(res.output.strip().splitlines()) == 1

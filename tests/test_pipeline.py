@@ -154,3 +154,32 @@ def test_unknown_stage_is_refused_before_anything_runs(tmp_path):
     res = run_cli(["run", "--preset", "vgg16-224", "--out", str(tmp_path / "r"), "--stages", "export,quantise"])
     assert res.exit_code == 2 and "unknown stage(s) quantise" in error_line(res)
     assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------- stage lines and notes
+
+def test_notes_follow_their_stage_line_and_a_slow_stage_gets_a_start_line(capsys):
+    import time
+
+    from attnvgg.manifest import Step
+    from attnvgg.pipeline import _log, run_step
+
+    lines: list[str] = []
+
+    def slow() -> dict:
+        _log("calibration cache hit: somewhere")
+        time.sleep(0.5)
+        return {"ok": True}
+
+    info, notes, dt = run_step(Step("calibrate:x", "calibrate", slow, inputs=[], settings={}, outputs=[]),
+                               "[ 4/21] calibrate:x", lines.append, start_after_s=0.1)
+    assert info == {"ok": True} and dt >= 0.5
+    assert lines == ["[ 4/21] calibrate:x running ..."]          # the start line, while it ran
+    assert notes == ["calibration cache hit: somewhere"]          # held back, for after the stage line
+    assert capsys.readouterr().err == ""                          # nothing printed above the stage line
+
+    fast: list[str] = []
+    run_step(Step("simplify", "simplify", lambda: {}, inputs=[], settings={}, outputs=[]), "[ 2/21] simplify",
+             fast.append, start_after_s=0.5)
+    time.sleep(0.6)
+    assert fast == []                                             # a fast stage: no start line

@@ -20,14 +20,14 @@ import contextlib
 import gc
 import io
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from attnvgg import sidecar
+from attnvgg import console, sidecar
+from attnvgg.console import note
 from attnvgg.artifacts import atomic_path, check_outputs, external_data_path, onnx_hash, sha256_json, sidecar_path
 from attnvgg.calibration import cache as calib_cache
 from attnvgg.calibration import modelopt_ptq, trt_rules
@@ -71,10 +71,6 @@ class CalibrationResult:
                  f"top-1 agreement {self.parity['top1_agreement']:.0%}" if self.parity else "")
         return (f"wrote {self.output} (int8 {self.flavour}, {self.method}, {self.images} images, {how}; "
                 f"{len(self.quantized)} nodes quantized, {len(self.excluded)} kept in float{check})")
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
 
 
 def _validate(spec: CalibrateSpec) -> None:
@@ -268,7 +264,7 @@ class RangeSession:
     """
 
     def __init__(self, model_path: str | Path, dataset: Dataset, spec: CalibrateSpec,
-                 log: Callable[[str], None] = _stderr, progress: bool = True):
+                 log: Callable[[str], None] = note, progress: bool = True):
         _validate(spec)
         self.t_start = time.perf_counter()
         self.timings: dict[str, float] = {}     # seconds per phase, summed over repeated phases
@@ -366,10 +362,7 @@ class RangeSession:
         t0 = time.perf_counter()
         batches = checked_batches(self.dataset, self.shape, self.batch, self.n_images)
         if self.progress:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, total=-(-self.n_images // self.batch), desc=f"calibrate ({spec.method})",
-                           unit="batch", file=sys.stderr, leave=False)
+            batches = console.progress(batches, -(-self.n_images // self.batch), f"calibrate ({spec.method})")
         try:
             with _quiet_ort_logging():
                 ranges = _collect_ranges(self.work_src, spec, self.shape, batches, wanted, op_types, self.tmp)
@@ -502,7 +495,7 @@ def calibrate(
     dataset: Dataset,
     out: str | Path,
     spec: CalibrateSpec | None = None,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = note,
     progress: bool = True,
 ) -> CalibrationResult:
     """Write an INT8 Q/DQ model of ``model_path`` to ``out`` and its sidecar ``out.json``."""

@@ -15,7 +15,9 @@ layers. The search, like NNCF's accuracy control and Intel Neural Compressor's t
    layers around the group, and it is how NNCF's accuracy control ranks (revert one group in
    the quantized model). Quantizing one group alone instead would measure each group's error
    in a float model, which misses that errors compound through depth;
-4. keeps groups in float, most sensitive first, until the budget is met.
+4. keeps groups in float, most sensitive first, until the budget is met; a group whose
+   measured sensitivity is negative (in float, top-1 gets worse than all INT8) is never kept in
+   float (``helps``).
 
 The rank key is the recovered logit error (1 - mean cosine of the logits against fp32), with the
 recovered top-1 as tie-break: top-1 on a subset of N images moves in steps of 100/N points and
@@ -29,13 +31,13 @@ its logic is tested with a fake one.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from attnvgg import sidecar
+from attnvgg.console import note
 from attnvgg.artifacts import write_json
 from attnvgg.config import CalibrateSpec, EvaluateSpec, MixedSpec
 from attnvgg.errors import CheckFailed, InputError
@@ -78,6 +80,7 @@ class SearchResult:
     ranking: list[Sensitivity] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
     evaluations: int = 0
+    not_helping: list[str] = field(default_factory=list)  # in float alone, top-1 got worse: never kept
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,8 +105,12 @@ def select_candidates(groups: Sequence, quantized: set[str], allow_float_conv: b
     return [g.id for g in groups if (allow_float_conv or g.kind != "conv") and any(n in quantized for n in g.nodes)]
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
+def helps(s: Sensitivity) -> bool:
+    """A group whose measured sensitivity is negative on the budget's own measure (in float,
+    top-1 is worse than all INT8) is never kept in float. A group with no effect alone, or a worse
+    logit error alone, stays a candidate: groups interact (an outlier conv and the conv after it
+    only help together), so only a measured top-1 loss rules one out."""
+    return s.recovered_drop >= -_EPS
 
 
 def search(candidates: Sequence[str], measure: Evaluator, max_drop: float,
@@ -133,8 +140,8 @@ def search(candidates: Sequence[str], measure: Evaluator, max_drop: float,
         return r.drop <= max_drop + _EPS
 
     def done(met: bool, chosen: list[str], final: Measurement, last: Measurement | None,
-             ranking: list[Sensitivity]) -> SearchResult:
-        return SearchResult(max_drop, met, chosen, final, base, last, ranking, steps, len(memo))
+             ranking: list[Sensitivity], not_helping: Sequence[str] = ()) -> SearchResult:
+        return SearchResult(max_drop, met, chosen, final, base, last, ranking, steps, len(memo), list(not_helping))
 
     base = m(frozenset(), "all INT8")
     if ok(base):
@@ -148,14 +155,21 @@ def search(candidates: Sequence[str], measure: Evaluator, max_drop: float,
         ranking.append(Sensitivity(g, r.drop, r.error, base.drop - r.drop, base.error - r.error))
     position = {g: k for k, g in enumerate(candidates)}
     ranking.sort(key=lambda s: (-s.recovered_error, -s.recovered_drop, position[s.group]))
+    helping = [s for s in ranking if helps(s)]
+    not_helping = [s.group for s in ranking if not helps(s)]
+    for g in not_helping:
+        log(f"mixed: {g} is never kept in float: in float top-1 gets worse (recovered "
+            f"{next(s.recovered_drop for s in ranking if s.group == g):+.2f} points)")
     chosen: list[str] = []
-    for s in ranking:
+    r = base
+    for s in helping:
         chosen.append(s.group)
         r = m(frozenset(chosen), f"{len(chosen)} group(s) in float")
         if ok(r):
-            return done(True, chosen, r, last, ranking)
-    # not reached: the last configuration is ``last``, which met the budget
-    return done(ok(last), chosen, last, last, ranking)  # pragma: no cover
+            return done(True, chosen, r, last, ranking, not_helping)
+    # every group that helps is in float and the budget is still missed (the last resort met it
+    # only with groups that, alone, made the model worse): not met, nothing is kept for them
+    return done(False, chosen, r, last, ranking, not_helping)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -233,7 +247,7 @@ def calibrate_mixed(
     out: str | Path,
     spec: CalibrateSpec | None = None,
     mixed: MixedSpec | None = None,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = note,
     progress: bool = True,
 ) -> MixedResult:
     """Search few float groups (greedy, see ``search``) that meet ``mixed.max_drop``; write that model to ``out``.
@@ -321,6 +335,7 @@ def calibrate_mixed(
             "all_int8_drop": result.all_int8.drop,
             "last_resort_drop": result.last_resort.drop if result.last_resort else None,
             "float_groups": list(result.float_groups) if result.met else [],
+            "never_float": list(result.not_helping),
             "float_nodes": float_nodes, "forced_float_nodes": forced.names,
             "ranking": [{**asdict(s), "kind": by_id[s.group].kind} for s in result.ranking],
             "candidates": candidates, "int8_always": fixed,
@@ -334,6 +349,14 @@ def calibrate_mixed(
         if not result.met:
             write_json(report_path, {**sidecar.result_header("mixed", [src]), **full})
             last = f"{result.last_resort.drop:.2f}" if result.last_resort else f"{result.final.drop:.2f}"
+            if result.last_resort is not None and result.last_resort.drop <= max_drop + _EPS:
+                raise CheckFailed(
+                    f"top-1 budget {max_drop:g} points not met by the groups that help in float: drop "
+                    f"{result.final.drop:.2f} points on {ref.images} images with {len(result.float_groups)} group(s) in "
+                    f"float; {', '.join(result.not_helping)} made top-1 worse in float and are never kept "
+                    f"(details: {report_path})",
+                    "raise --max-drop, or calibrate on more (or more representative) validation images: "
+                    "on few images top-1 moves in large steps")
             raise CheckFailed(
                 f"top-1 budget {max_drop:g} points not met: drop {last} points on {ref.images} images even with "
                 f"{_LIMIT[allow_conv]} (all INT8: {result.all_int8.drop:.2f}); no model written (details: {report_path})",

@@ -20,7 +20,7 @@ import numpy as np
 
 from attnvgg.config import PreprocessSpec
 from attnvgg.data.preprocess import check_spec, preprocess_array, preprocess_image, spec_hash
-from attnvgg.errors import InputError, first_line
+from attnvgg.errors import InputError, first_line, require
 from attnvgg.artifacts import sha256_file
 from attnvgg.data import synthetic
 
@@ -264,18 +264,32 @@ def _load_npy(path: Path, spec: PreprocessSpec) -> ArrayDataset:
     return ArrayDataset(x, None, spec, str(path), file_hash=sha256_file(path))
 
 
-def _load_npz(path: Path, spec: PreprocessSpec) -> ArrayDataset:
+IMAGE_KEYS = ("x", "images")
+LABEL_KEYS = ("y", "labels")
+MODEL_INPUT = "input"          # the input name attnvgg's exports use
+
+
+def _images_key(keys: list[str], path: Path, input_name: Optional[str]) -> str:
+    """Which array holds the images: x / images (ours) or the model's input name (ModelOpt's and
+    Polygraphy's ``{input: x}``). Any other name is refused, not guessed."""
+    names = [*IMAGE_KEYS, *([input_name] if input_name else []), MODEL_INPUT]
+    found = next((k for k in names if k in keys), None)
+    if found is not None:
+        return found
+    raise InputError(f"{path} has no image array: no 'x', 'images' or model input name "
+                     f"'{input_name or MODEL_INPUT}' (keys: {', '.join(sorted(keys)) or 'none'})",
+                     "save with numpy.savez(path, x=images, y=labels) or numpy.savez(path, input=images)")
+
+
+def _load_npz(path: Path, spec: PreprocessSpec, input_name: Optional[str] = None) -> ArrayDataset:
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise InputError(f"cannot read {path} as .npz ({exc})", "save it with numpy.savez") from exc
     with z:
-        keys = set(z.files)
-        xk = next((k for k in ("x", "images") if k in keys), None)
-        if xk is None:
-            raise InputError(f"{path} has no 'x' or 'images' array (keys: {', '.join(sorted(keys)) or 'none'})",
-                             "save with numpy.savez(path, x=images, y=labels)")
-        yk = next((k for k in ("y", "labels") if k in keys), None)
+        keys = list(z.files)
+        xk = _images_key([k for k in keys if k not in (*LABEL_KEYS, "classes")], path, input_name)
+        yk = next((k for k in LABEL_KEYS if k in keys), None)
         try:
             x = z[xk]
             y = z[yk] if yk else None
@@ -283,6 +297,43 @@ def _load_npz(path: Path, spec: PreprocessSpec) -> ArrayDataset:
         except Exception as exc:
             raise InputError(f"cannot read arrays from {path} ({exc})", "save plain numeric arrays") from exc
     return ArrayDataset(x, y, spec, str(path), classes=classes, file_hash=sha256_file(path))
+
+
+def _load_polygraphy_json(path: Path, spec: PreprocessSpec, input_name: Optional[str] = None) -> ArrayDataset:
+    """Polygraphy's input data JSON (``polygraphy run --save-inputs``, ``validate --save-inputs``):
+    a list of ``{input name: array}`` feed dicts, one per iteration, read with
+    ``polygraphy.json.load_json`` (arrays as ``np.load(allow_pickle=False)``, never pickles).
+    The iterations are concatenated along the batch axis; they carry no labels."""
+    require("polygraphy", 'pip install -c constraints.txt -e ".[cpu]"')
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.json import load_json
+    from polygraphy.logger import G_LOGGER
+
+    fix = "pass the file polygraphy run --save-inputs (or attnvgg validate --save-inputs) wrote"
+    try:
+        with G_LOGGER.verbosity():          # its log lines are not ours; a failure becomes one InputError
+            data = load_json(str(path), description="input data")
+    except (PolygraphyException, ValueError, OSError, UnicodeDecodeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
+        raise InputError(f"cannot read {path} as Polygraphy input data ({first})", fix) from exc
+    feeds = [data] if isinstance(data, dict) else data
+    if not isinstance(feeds, list) or not feeds or not all(isinstance(f, dict) and f for f in feeds):
+        raise InputError(f"{path} is not Polygraphy input data (a JSON list of {{input name: array}})", fix)
+    arrays = []
+    for i, feed in enumerate(feeds):
+        keys = list(feed)
+        key = keys[0] if len(keys) == 1 else next((k for k in (input_name, MODEL_INPUT) if k and k in feed), None)
+        if key is None:
+            raise InputError(f"{path}: iteration {i} feeds several inputs ({', '.join(keys)}) and none is "
+                             f"'{input_name or MODEL_INPUT}'", "save one input per feed dict")
+        a = feed[key]
+        if not isinstance(a, np.ndarray):
+            raise InputError(f"{path}: iteration {i} input {key!r} is not an array", fix)
+        arrays.append(a)
+    if len({a.shape[1:] for a in arrays}) > 1 or len({a.dtype for a in arrays}) > 1:
+        raise InputError(f"{path}: iterations differ in shape or dtype beyond the batch axis", "save one shape per file")
+    x = np.concatenate(arrays) if arrays[0].ndim == 4 else np.stack(arrays)
+    return ArrayDataset(x, None, spec, str(path), file_hash=sha256_file(path))
 
 
 # ------------------------------------------------------------------------------ built-in
@@ -322,8 +373,12 @@ class SyntheticDataset(Dataset):
 
 # ---------------------------------------------------------------------------------- open
 
-def open_dataset(path_or_name: str, spec: PreprocessSpec, split: Optional[str] = None) -> Dataset:
-    """Open an image folder, a .npy/.npz file, or ``builtin[:split]``.
+def open_dataset(path_or_name: str, spec: PreprocessSpec, split: Optional[str] = None,
+                 input_name: Optional[str] = None) -> Dataset:
+    """Open an image folder, a .npy/.npz file, Polygraphy input JSON, or ``builtin[:split]``.
+
+    ``input_name``: the model's input, an accepted key of .npz files and Polygraphy feed dicts
+    (``input``, attnvgg's own, is always accepted).
 
     ``split`` picks the built-in split (default ``val``), or the sub-folder of that name of an
     image folder when it has one (``data/val/<class>/...``); array files ignore it.
@@ -341,7 +396,7 @@ def open_dataset(path_or_name: str, spec: PreprocessSpec, split: Optional[str] =
         return SyntheticDataset(chosen, spec)
 
     path = Path(name).expanduser()
-    fix = f"pass an image folder, a .npy/.npz file, or {BUILTIN}:val|calib|train"
+    fix = f"pass an image folder, a .npy/.npz file, Polygraphy input .json, or {BUILTIN}:val|calib|train"
     if not path.exists():
         raise InputError(f"data set not found: {path}", fix)
     if path.is_dir():
@@ -352,5 +407,7 @@ def open_dataset(path_or_name: str, spec: PreprocessSpec, split: Optional[str] =
     if suffix == ".npy":
         return _load_npy(path, spec)
     if suffix == ".npz":
-        return _load_npz(path, spec)
-    raise InputError(f"data set {path} is not a folder, .npy or .npz file", fix)
+        return _load_npz(path, spec, input_name)
+    if suffix == ".json":
+        return _load_polygraphy_json(path, spec, input_name)
+    raise InputError(f"data set {path} is not a folder, .npy, .npz or Polygraphy .json file", fix)

@@ -208,6 +208,7 @@ def bench_runner(
                 "cuda_graphs": graphs, "latency_ms": lat,
                 "compute_ms": latency_stats(compute) if compute else None,
                 "throughput_ips": b / (lat["mean"] / 1000.0) if lat["mean"] > 0 else None,
+                "throughput_p50_ips": b / (lat["p50"] / 1000.0) if lat["p50"] > 0 else None,
                 "notes": notes,
             })
             if runner.backend == PYTORCH and row_meta.get("size_bytes") is None:
@@ -324,6 +325,7 @@ def bench_artifacts(
     _check_artifacts(artifacts, model_spec_for_pytorch)
     rows: list[dict] = []
     skipped: list[dict] = []
+    load_before = load_average()
     for artifact in artifacts:
         def skip(runner_name: str, reason: str, _a: str = artifact) -> None:
             skipped.append({"artifact": _a, "runner": runner_name, "batch": None, "reason": reason})
@@ -347,10 +349,20 @@ def bench_artifacts(
                 runner.deactivate()
     result = {**sidecar.result_header("bench", artifacts),
               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "spec": asdict(spec), "machine": machine_info(installed_tensorrt_version()), "rows": rows, "skipped": skipped}
+              "spec": asdict(spec), "machine": machine_info(installed_tensorrt_version()), "rows": rows, "skipped": skipped,
+              "load_average": {"before": load_before, "after": load_average()}}
     if out_json:
         write_json(out_json, result)
     return result
+
+
+def load_average() -> Optional[list[float]]:
+    """1, 5 and 15 minute load averages (None where the OS has none): the report's word on
+    whether the machine was busy while it was timed."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 # ----------------------------------------------------------------------------- table

@@ -386,6 +386,12 @@ def trtexec_line(ep: EnginePlan, opts: BuildOptions, base: Optional[Path] = None
     return " ".join(shlex.quote(a) for a in trtexec_args(ep, opts, base))
 
 
+def trtexec_command(ep: EnginePlan, opts: BuildOptions) -> str:
+    """The command the engine's ``.trtexec.sh`` runs, as one line: the same arguments, paths
+    relative to the engine's folder, run from there (what the dry run prints)."""
+    return f"cd {shlex.quote(str(ep.engine.parent))} && {trtexec_line(ep, opts, base=ep.engine.parent)}"
+
+
 def trtexec_script(ep: EnginePlan, opts: BuildOptions) -> str:
     """A shell script, run from anywhere, that rebuilds this engine with trtexec."""
     base = ep.engine.parent
@@ -483,7 +489,7 @@ def render_plan(plan: BuildPlan) -> str:
             lines.append(f"  note: {n}")
         lines.append(f"  sidecar: {e.sidecar}")
         lines.append(f"  trtexec script: {e.trtexec_script}")
-        lines.append(f"  trtexec: {trtexec_line(e, o)}")
+        lines.append(f"  trtexec: {trtexec_command(e, o)}")
     return "\n".join(lines)
 
 

@@ -18,13 +18,13 @@ the parity check here catches conversion and rounding errors, not TensorRT's fp1
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from attnvgg.console import note
 from attnvgg import sidecar
 from attnvgg.artifacts import atomic_path, check_outputs, sidecar_path
 from attnvgg.config import FP16_CONVERTERS, Fp16Spec, Tolerance, default_tolerances
@@ -47,10 +47,6 @@ class Fp16Result:
     fp32_nodes: list[str] = field(default_factory=list)   # compute nodes the converter kept in fp32
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
 def _check_block_ops(ops: list[str]) -> None:
     import onnx
 
@@ -61,7 +57,7 @@ def _check_block_ops(ops: list[str]) -> None:
 
 
 def convert_fp16(model_path: str | Path, out: str | Path, spec: Fp16Spec | None = None,
-                 tolerance: Tolerance | None = None, log: Callable[[str], None] = _stderr) -> Fp16Result:
+                 tolerance: Tolerance | None = None, log: Callable[[str], None] = note) -> Fp16Result:
     """Write the FP16 variant of ``model_path`` to ``out`` (+ ``out.json``); CheckFailed if parity fails.
 
     A model that fails parity is kept (with ``"passed": false`` in its sidecar) so it can be

@@ -43,6 +43,8 @@ class Results:
     skipped: list[dict] = field(default_factory=list)     # {"what", "reason", "source"}
     sources: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    bench_files: list[dict] = field(default_factory=list)  # {"spec", "machine", "load_average", "source"}
+    runs: list[dict] = field(default_factory=list)        # the pipeline's notes "run" blocks (+ "preset_model")
 
     @property
     def has_results(self) -> bool:
@@ -141,6 +143,7 @@ def accuracy_record(d: dict, source: str) -> dict:
         "top1": fraction(d.get("top1")), "top5": fraction(d.get("top5")),
         "top1_agreement": fraction(agreement), "mean_cosine": number(cosine),
         "samples": d.get("samples", d.get("images")),
+        "data_source": (d.get("data") or {}).get("source") if isinstance(d.get("data"), dict) else None,
         "reference_kind": ref.get("kind"), "reference_name": ref.get("name"),
         "reference_top1": fraction(ref.get("top1")),
         "source": source,
@@ -148,17 +151,33 @@ def accuracy_record(d: dict, source: str) -> dict:
 
 
 def parity_record(d: dict, source: str) -> dict:
-    """Keys read: artifact, precision, passed, cases[{runner, metrics{max_abs}, passed}], skipped[str]."""
+    """Keys read: artifact, precision, passed, tolerance{atol, rtol, min_cosine, min_top1},
+    cases[{runner, metrics{max_abs, min_cosine, top1_agreement}, passed}], skipped[str],
+    polygraphy{command, inputs, outputs}."""
     per_runner: dict[str, float] = {}
+    worst: dict[str, dict] = {}
     for c in d.get("cases") or []:
         if not isinstance(c, dict):
             continue
-        m = number((c.get("metrics") or {}).get("max_abs"))
+        metrics = c.get("metrics") or {}
+        m = number(metrics.get("max_abs"))
         r = str(c.get("runner") or "?")
         if m is not None:
             per_runner[r] = max(per_runner.get(r, m), m)
+        w = worst.setdefault(r, {"passed": True, "min_cosine": None, "top1_agreement": None, "cases": 0})
+        w["cases"] += 1
+        w["passed"] = w["passed"] and c.get("passed") is True
+        for k in ("min_cosine", "top1_agreement"):
+            v = number(metrics.get(k))
+            if v is not None:
+                w[k] = v if w[k] is None else min(w[k], v)
+    tol = d.get("tolerance") if isinstance(d.get("tolerance"), dict) else None
+    if tol is not None and not all(number(tol.get(k)) is not None for k in ("atol", "rtol", "min_cosine", "min_top1")):
+        tol = None
+    pg = d.get("polygraphy") if isinstance(d.get("polygraphy"), dict) else None
     return {"artifact": str(d.get("artifact")), "precision": d.get("precision"), "passed": d.get("passed"),
-            "max_abs": per_runner, "source": source}
+            "max_abs": per_runner, "per_runner": worst, "tolerance": tol,
+            "polygraphy": pg if pg and isinstance(pg.get("command"), str) else None, "source": source}
 
 
 def notes_records(d: dict, source: str) -> list[dict]:
@@ -209,12 +228,18 @@ def collect(inputs: Iterable[Path]) -> Results:
             res.accuracy.append(accuracy_record(data, src))
         elif kind == "notes":
             res.skipped += notes_records(data, src)
+            if isinstance(data.get("run"), dict):
+                res.runs.append({**data["run"], "preset_model": data.get("preset_model"), "source": src})
         elif kind == "sidecar":
             res.sidecars[sidecar_target(path)] = read_sidecar(path)  # type: ignore[index]
     return res
 
 
 def _add_bench(res: Results, data: dict, src: str) -> None:
+    res.bench_files.append({"spec": data.get("spec") if isinstance(data.get("spec"), dict) else {},
+                            "machine": data.get("machine") if isinstance(data.get("machine"), dict) else {},
+                            "load_average": data.get("load_average") if isinstance(data.get("load_average"), dict)
+                            else None, "source": src})
     for row in data.get("rows") or []:
         if isinstance(row, dict) and isinstance(row.get("latency_ms"), dict) and row.get("batch"):
             res.bench.append({**row, "_source": src})

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from attnvgg.report.facts import precision_summary, spread
 from attnvgg.report.load import PYTORCH, Results, load_sidecar_beside, number
 
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}
@@ -134,7 +135,9 @@ def _blank(group: str, runner: str) -> dict:
     return {"label": None, "artifact": group, "runner": runner, "backend": None, "device": None,
             "precision": None, "flavour": None, "latency": {}, "top1": None, "top5": None,
             "drop_points": None, "top1_agreement": None, "mean_cosine": None, "accuracy_runner": None,
-            "parity_max_abs": None, "parity_runner": None, "parity_passed": None, "size_bytes": None,
+            "parity_max_abs": None, "parity_runner": None, "parity_passed": None, "parity_tolerance": None,
+            "parity_min_cosine": None, "parity_top1_agreement": None, "polygraphy": None, "trtexec_script": None,
+            "precision_summary": None, "size_bytes": None,
             "prep_seconds": None, "prep_kind": None, "threads": None, "on_pareto_front": False,
             "on_cpu_pareto_front": False}
 
@@ -170,10 +173,15 @@ def build_rows(results: Results) -> tuple[list[dict], list[int], dict]:
         batch = int(b["batch"])
         batches.add(batch)
         lat, comp = b["latency_ms"], b.get("compute_ms") or {}
-        r["latency"][batch] = {"p50_ms": number(lat.get("p50")), "p90_ms": number(lat.get("p90")),
-                               "p99_ms": number(lat.get("p99")), "mean_ms": number(lat.get("mean")),
-                               "throughput_ips": number(b.get("throughput_ips")),
-                               "compute_p50_ms": number(comp.get("p50")), "source": b["_source"]}
+        p50 = number(lat.get("p50"))
+        entry = {"p50_ms": p50, "p90_ms": number(lat.get("p90")),
+                 "p99_ms": number(lat.get("p99")), "mean_ms": number(lat.get("mean")),
+                 "throughput_ips": batch / (p50 / 1000.0) if p50 else None,       # from p50, not the mean
+                 "throughput_mean_ips": number(b.get("throughput_ips")),
+                 "compute_p50_ms": number(comp.get("p50")), "compute_p99_ms": number(comp.get("p99")),
+                 "warmup": b.get("warmup"), "iterations": b.get("iterations"), "source": b["_source"]}
+        entry["spread"] = spread(entry)
+        r["latency"][batch] = entry
         for k in ("backend", "device", "precision", "flavour", "size_bytes", "threads"):
             if b.get(k) is not None:
                 r[k] = b[k]
@@ -204,6 +212,11 @@ def build_rows(results: Results) -> tuple[list[dict], list[int], dict]:
             r["size_bytes"] = _size_from(chain, paths)
         r["prep_seconds"], r["prep_kind"] = (None, None) if g == PYTORCH else _prep(chain)
         r["artifact_paths"] = sorted(set(paths))
+        if g != PYTORCH:
+            r["precision_summary"] = precision_summary(r["precision"], chain)
+            script = chain[0].get("trtexec_script") if chain else None
+            if isinstance(script, str) and script:
+                r["trtexec_script"] = str(Path(paths[0]).with_name(Path(script).name))
         r["label"] = f"{runner} {r['precision'] or '?'}" + (f" ({r['flavour']})" if r["flavour"] else "")
     ordered = sorted(rows.values(), key=lambda r: (r["artifact"] != PYTORCH, PRECISION_ORDER.get(r["precision"], 9),
                                                    r["flavour"] or "", r["runner"], r["artifact"]))
@@ -227,24 +240,33 @@ def _fill_accuracy(r: dict, g: str, runner: str, results: Results, groups: Artif
 
 
 def _fill_parity(r: dict, g: str, runner: str, results: Results, groups: ArtifactGroups) -> None:
+    """The row's parity: its own runner's cases if validated with it, else the worst runner's
+    (flagged). PASS/FAIL is that runner's cases all passing, under the tolerance of the file."""
     mine = [p for p in results.parity if groups.key(p["artifact"]) == g]
+
+    def take(p: dict, who: str) -> None:
+        w = p["per_runner"].get(who) or {}
+        r.update(parity_max_abs=p["max_abs"].get(who), parity_runner=who,
+                 parity_passed=w.get("passed") if w else p["passed"], parity_tolerance=p["tolerance"],
+                 parity_min_cosine=w.get("min_cosine"), parity_top1_agreement=w.get("top1_agreement"),
+                 polygraphy=p["polygraphy"])
+
     for p in reversed(mine):
         if runner in p["max_abs"]:
-            r.update(parity_max_abs=p["max_abs"][runner], parity_runner=runner, parity_passed=p["passed"])
-            return
+            return take(p, runner)
     for p in reversed(mine):
         if p["max_abs"]:
-            other, value = max(p["max_abs"].items(), key=lambda kv: kv[1])
-            r.update(parity_max_abs=value, parity_runner=other, parity_passed=p["passed"])
-            return
+            other, _ = max(p["max_abs"].items(), key=lambda kv: kv[1])
+            return take(p, other)
 
 
-def choose_plot_batch(rows: list[dict], batches: list[int], wanted: Optional[int] = None) -> Optional[int]:
-    """Batch 1 if every row with a top-1 has it, else the largest batch they all have, else
-    the batch most of them have (largest on ties)."""
+def choose_plot_batch(rows: list[dict], batches: list[int], wanted: Optional[int] = None,
+                      metric: str = "top1") -> Optional[int]:
+    """Batch 1 if every row with a ``metric`` (top-1, or top-1 agreement) has it, else the
+    largest batch they all have, else the batch most of them have (largest on ties)."""
     if wanted is not None:
         return wanted
-    rated = [r for r in rows if r["top1"] is not None and r["latency"]]
+    rated = [r for r in rows if r[metric] is not None and r["latency"]]
     if not rated:
         return batches[0] if batches else None
     sets = [set(r["latency"]) for r in rated]
@@ -260,14 +282,15 @@ def choose_plot_batch(rows: list[dict], batches: list[int], wanted: Optional[int
     return max(counts, key=lambda b: (counts[b], b))
 
 
-def plot_points(rows: list[dict], batch: Optional[int]) -> tuple[list[int], list[str]]:
+def plot_points(rows: list[dict], batch: Optional[int], metric: str = "top1") -> tuple[list[int], list[str]]:
     """Indices of rows plotted at ``batch`` and the reasons others are not."""
     idx, left_out = [], []
     for i, r in enumerate(rows):
         lat = (r["latency"].get(batch) or {}).get("p50_ms") if batch is not None else None
-        if lat is not None and r["top1"] is not None:
+        if lat is not None and r[metric] is not None:
             idx.append(i)
         else:
-            why = "no latency at batch %s" % batch if lat is None else "no top-1"
+            why = "no latency at batch %s" % batch if lat is None else (
+                "no top-1" if metric == "top1" else "no top-1 agreement")
             left_out.append(f"{r['label']} ({Path(r['artifact']).name}): {why}")
     return idx, left_out

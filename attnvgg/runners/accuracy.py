@@ -11,7 +11,6 @@ to name the first node that produces a non-finite value (for PyTorch, the first 
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from attnvgg import console
+from attnvgg.console import note
 from attnvgg.config import EvaluateSpec
 from attnvgg.runners.base import Runner
 from attnvgg.errors import CheckFailed, InputError
@@ -88,10 +89,6 @@ class _Tally:
         self.cos_min = min(self.cos_min, float(cos.min()))
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
 def _first_output(outputs: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(next(iter(outputs.values())))
 
@@ -105,7 +102,7 @@ def evaluate(
     reference_name: str = "reference",
     keep_logits: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = note,
 ) -> AccuracyResult:
     """Top-1/top-5 of ``runner`` on ``dataset`` and, if given, agreement with a reference."""
     spec = spec or EvaluateSpec()
@@ -142,11 +139,8 @@ def evaluate(
         k = 0
         classes = 0
         batches = dataset.iter_batches(batch, limit=n_total)
-        if progress:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, total=-(-n_total // batch), desc=f"evaluate {runner.name}", unit="batch",
-                           file=sys.stderr, leave=False)
+        if progress:     # a bar only on a terminal (tqdm disable=None): no \r in piped logs
+            batches = console.progress(batches, -(-n_total // batch), f"evaluate {runner.name}")
         start = 0
         kept: list[np.ndarray] = []
         for b, (x, y) in enumerate(batches):

@@ -26,6 +26,8 @@ from attnvgg.runners.factory import open_runner, provider_compute_precision
 from attnvgg.runners.metrics import compare, passes
 from attnvgg.runners.torch import TorchRunner
 from attnvgg.validate.locate import locate_divergence
+from attnvgg.validate import polygraphy_io as pio
+from attnvgg.validate.polygraphy_io import SavedIterations
 
 
 @dataclass
@@ -53,6 +55,7 @@ class ParityResult:
     skipped: list[str] = field(default_factory=list)
     artifact_precision: str = ""                            # what the file itself is
     tolerances: dict = field(default_factory=dict)          # every set applied: name -> values
+    polygraphy: dict | None = None   # saved inputs/outputs and the equivalent `polygraphy run` line
 
     def to_dict(self) -> dict:
         return {**asdict(self), "cases": [asdict(c) for c in self.cases]}
@@ -120,9 +123,12 @@ def run_parity(
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
     exact_precision: bool = False,
+    saved: "SavedIterations | None" = None,
 ) -> ParityResult:
     """Every runner of ``spec.providers`` against PyTorch. ``precision`` is the file's (read from
-    it when None); each runner is judged by :func:`tolerance_set` of it."""
+    it when None); each runner is judged by :func:`tolerance_set` of it. ``saved`` (if given)
+    receives the first runner's inputs and the PyTorch outputs, one entry per batch fed, for the
+    Polygraphy files."""
     artifact = Path(artifact)
     if not artifact.exists():
         raise InputError(f"file not found: {artifact}", "check the path, or run attnvgg export first")
@@ -175,10 +181,14 @@ def run_parity(
                         sources.append((spec.images, (b, image_inputs(spec.images, preprocess, b, max(spec.samples, b)))))
                 for label, (b, batches_iter) in sources:
                     refs, outs, t0 = [], [], time.perf_counter()
+                    out_name = runner.output_names()[0]
                     for x in batches_iter:
                         refs.append(ref_runner.infer({"input": x})["logits"])
                         got = runner.infer({meta.name: x})
-                        outs.append(got[runner.output_names()[0]] if "logits" not in got else got["logits"])
+                        outs.append(got[out_name] if "logits" not in got else got["logits"])
+                        if saved is not None and runner is runners[0]:
+                            saved.inputs.append({meta.name: x})
+                            saved.outputs.append({"logits" if "logits" in got else out_name: refs[-1]})
                     if not refs:
                         skipped.append(f"{label} at batch {b}: fewer images than the batch")
                         continue
@@ -218,16 +228,33 @@ def format_table(result: ParityResult) -> str:
     for s in result.skipped:
         lines.append(f"skipped: {s}")
     lines.append(f"{'PASS' if result.passed else 'FAIL'}: {sum(c.passed for c in result.cases)}/{len(result.cases)} cases within "
-                 f"atol {result.tolerance['atol']:g}, rtol {result.tolerance['rtol']:g}, cosine >= {result.tolerance['min_cosine']:g}, "
-                 f"top-1 >= {result.tolerance['min_top1']:.0%}" + (f" ({result.precision} tolerance)" if len(result.tolerances) > 1 else ""))
+                 f"{tolerance_text(result.tolerance)}" + (f" ({result.precision} tolerance)" if len(result.tolerances) > 1 else ""))
     for name, t in result.tolerances.items():
         if name != result.precision:
             who = sorted({c.runner for c in result.cases if c.tolerance == name})
-            lines.append(f"  {', '.join(who) or name}: {name} tolerance, atol {t['atol']:g}, rtol {t['rtol']:g}, "
-                         f"cosine >= {t['min_cosine']:g}, top-1 >= {t['min_top1']:.0%}")
+            lines.append(f"  {', '.join(who) or name}: {name} tolerance, {tolerance_text(t)}")
+    lines.append(TOLERANCE_RULE)
     if result.locate:
         lines.append(format_locate(result.locate))
+    if result.polygraphy:
+        lines.append(f"same check with Polygraphy: {result.polygraphy['command']}")
     return "\n".join(lines)
+
+
+TOLERANCE_RULE = ("rule: numpy allclose, every element |a - ref| <= atol + rtol*|ref| (max rel alone may exceed rtol); "
+                  "then cosine per sample >= min and top-1 agreement >= min")
+
+
+def tolerance_text(tol: dict) -> str:
+    """``atol 0.0001 + rtol 0.001*|ref|, cosine >= 0.99999, top-1 >= 100%`` (infinite bounds left out)."""
+    import math
+
+    parts = []
+    if not (math.isinf(tol["atol"]) and math.isinf(tol["rtol"])):
+        parts.append(f"abs(a-ref) <= atol {tol['atol']:g} + rtol {tol['rtol']:g}*abs(ref)")
+    parts.append(f"cosine >= {tol['min_cosine']:g}")
+    parts.append(f"top-1 >= {tol['min_top1']:.0%}")
+    return ", ".join(parts)
 
 
 def format_locate(loc: dict) -> str:
@@ -265,6 +292,29 @@ def junit_xml(result: ParityResult) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def polygraphy_block(result: ParityResult, saved: SavedIterations | None, save_inputs: str | os.PathLike | None,
+                     save_outputs: str | os.PathLike | None) -> dict:
+    """Write the Polygraphy files that were asked for; the equivalent ``polygraphy run`` line
+    (with placeholders for files not saved, and the option that saves them)."""
+    tol = result.tolerance
+    max_ref = saved.max_abs_reference() if saved is not None and saved.outputs else None
+    if saved is not None and saved.inputs:
+        if save_inputs:
+            pio.save_inputs(save_inputs, saved.inputs)
+        if save_outputs:
+            pio.save_outputs(save_outputs, saved.outputs)
+    atol, rtol = pio.polygraphy_tolerances(tol["atol"], tol["rtol"])
+    ins = str(save_inputs) if save_inputs else "INPUTS.json"
+    outs = str(save_outputs) if save_outputs else "OUTPUTS.json"
+    return {"inputs": str(save_inputs) if save_inputs else None, "outputs": str(save_outputs) if save_outputs else None,
+            "iterations": len(saved.inputs) if saved is not None else 0,
+            "atol": atol, "rtol": rtol, "max_abs_reference": max_ref,
+            "command": pio.polygraphy_command(result.artifact, ins, outs, atol, rtol)
+            + ("" if save_inputs and save_outputs else "   (write INPUTS/OUTPUTS with validate --save-inputs/--save-outputs)"),
+            "tolerance_rule": "twice attnvgg's atol and rtol: Polygraphy fails an element only where |a-ref| > atol "
+                              "and > rtol*|ref|, so what passes numpy's allclose here passes there"}
+
+
 def write_results(result: ParityResult, json_path: str | os.PathLike | None, junit_path: str | os.PathLike | None) -> None:
     check_outputs([json_path, junit_path], [result.artifact])
     if json_path:
@@ -283,10 +333,20 @@ def validate_artifact(
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
     exact_precision: bool = False,
+    save_inputs: str | os.PathLike | None = None,
+    save_outputs: str | os.PathLike | None = None,
 ) -> ParityResult:
-    """Parity, then (if asked and it failed) the first diverging layer; results written atomically."""
+    """Parity, then (if asked and it failed) the first diverging layer; results written atomically.
+
+    ``save_inputs``/``save_outputs``: the inputs fed and PyTorch's outputs in Polygraphy's JSON
+    formats, and ``result.polygraphy`` the ``polygraphy run`` line that checks the model on them.
+    """
+    pio.check_destinations(save_inputs, save_outputs, artifact)
+    check_outputs([json_path, junit_path, save_inputs, save_outputs], [artifact])
+    saved = SavedIterations([], []) if (save_inputs or save_outputs) else None
     result = run_parity(artifact, model_spec, spec, precision=precision, explicit_batches=explicit_batches,
-                        preprocess=preprocess, exact_precision=exact_precision)
+                        preprocess=preprocess, saved=saved, exact_precision=exact_precision)
+    result.polygraphy = polygraphy_block(result, saved, save_inputs, save_outputs)
     if spec.locate and not result.passed and Path(artifact).suffix == ".onnx":
         tol = spec.tolerances[result.precision]
         failing = next(c for c in result.cases if not c.passed)

@@ -300,13 +300,16 @@ def cli_data(monkeypatch, trained):
 def test_cli_max_drop_writes_model_and_report(trained, cli_data, tmp_path):
     model = tmp_path / "m.onnx"
     shutil.copy(trained.model, model)
+    (tmp_path / "m.int8.onnx").write_bytes(b"the plain INT8 model an earlier calibrate wrote")
     res = run_cli(["calibrate", str(model), *preprocess_config(tmp_path, model), "--data", "calib",
                    "--batch-size", "16", "--max-drop", "5",
                    "--val-data", "val", "--val-limit", "100", "--no-cache"])
     assert res.exit_code == 0, res.output
     assert "mixed precision" in res.output and "1 calibration pass" in res.output and "on 100 images" in res.output
-    assert (tmp_path / "m.int8.onnx").exists()
-    mp = json.loads((tmp_path / "m.int8.onnx.json").read_text())["mixed_precision"]
+    # its own default name: the earlier model.int8.onnx is left alone
+    assert (tmp_path / "m.int8.onnx").read_bytes() == b"the plain INT8 model an earlier calibrate wrote"
+    assert (tmp_path / "m.int8-mixed.onnx").exists() and "m.int8-mixed.onnx" in res.output
+    mp = json.loads((tmp_path / "m.int8-mixed.onnx.json").read_text())["mixed_precision"]
     assert mp["val"]["images"] == 100 and mp["drop"] <= 5
 
 
@@ -317,7 +320,7 @@ def test_cli_unreachable_budget_exits_1_with_one_line(trained, cli_data, tmp_pat
                    "--val-data", "val", "--no-cache"])
     assert res.exit_code == 1
     assert "budget" in error_line(res)
-    assert not (tmp_path / "m.int8.onnx").exists()
+    assert not (tmp_path / "m.int8.onnx").exists() and not (tmp_path / "m.int8-mixed.onnx").exists()
 
 
 @pytest.mark.parametrize("case", ["negative", "val_limit", "val_without_budget", "with_preset", "unlabelled",

@@ -114,3 +114,39 @@ def test_budget_out_of_reach_with_int8_convs_is_met_when_convs_may_be_float():
     assert r.met and r.float_groups == ["attention:b", "conv:c2"] and r.final.drop == pytest.approx(0.3)
     assert r.steps[1]["why"] == "last resort, every group in float" and r.last_resort.drop == 0
     assert r.evaluations == 2 + 4 + 1 == len(set(fake.calls)) == len(fake.calls)
+
+
+def test_a_group_with_negative_sensitivity_is_never_kept_in_float():
+    """The issue's fc:classifier.6: in float it recovers logit error but top-1 gets worse
+    ("recovered -0.40 points"): never kept. A group with no effect alone stays a candidate."""
+    table = {frozenset(): (1.8, 1.2e-3), frozenset(GROUPS): (0.0, 0.0),
+             frozenset({"attention:b"}): (0.8, 2.0e-4), frozenset({"fc:a"}): (2.2, 1.1e-3),
+             frozenset({"gate:c"}): (1.8, 1.2e-3), frozenset({"other:d"}): (1.4, 1.15e-3)}
+
+    def measure(fg: frozenset) -> Measurement:
+        if fg in table:
+            d, e = table[fg]
+            return Measurement(drop=d, error=e)
+        return Measurement(drop=0.2 if fg == frozenset({"attention:b", "other:d"}) else 0.5, error=1e-4)
+
+    r = search(GROUPS, measure, max_drop=0.3)
+    assert [s.group for s in r.ranking][:2] == ["attention:b", "fc:a"]     # fc ranks high on logit error ...
+    assert r.met and r.float_groups == ["attention:b", "other:d"]           # ... but is never kept in float
+    assert r.not_helping == ["fc:a"]
+    assert all("fc:a" not in s["float_groups"] for s in r.steps if s["why"].endswith("in float") and
+               not s["why"].startswith("last resort"))
+
+
+def test_only_harmful_groups_left_means_not_met():
+    def measure(fg: frozenset) -> Measurement:
+        if not fg:
+            return Measurement(drop=1.0, error=1e-3)
+        if fg == frozenset(GROUPS):
+            return Measurement(drop=0.0, error=0.0)
+        if fg == frozenset({"attention:b"}):
+            return Measurement(drop=0.6, error=5e-4)
+        return Measurement(drop=1.2 if len(fg) == 1 else 0.6, error=2e-3 if len(fg) == 1 else 5e-4)
+
+    r = search(GROUPS, measure, max_drop=0.3)
+    assert not r.met and r.float_groups == ["attention:b"] and r.final.drop == 0.6
+    assert sorted(r.not_helping) == ["fc:a", "gate:c", "other:d"]

@@ -24,7 +24,7 @@ TINY = ModelSpec(width=1 / 16, input_size=32, num_classes=10, attention=["global
 FAST = dict(warmup=1, iterations=4, min_seconds=0.0)
 ROW_KEYS = {"artifact", "runner", "backend", "device", "precision", "flavour", "size_bytes", "batch", "input_shape",
             "input_dtype", "threads", "threads_source", "warmup", "iterations", "seconds", "timer", "cuda_graphs",
-            "latency_ms", "compute_ms", "throughput_ips", "notes"}
+            "latency_ms", "compute_ms", "throughput_ips", "throughput_p50_ips", "notes"}
 STAT_KEYS = {"mean", "std", "min", "max", "p50", "p90", "p99"}
 
 
@@ -56,6 +56,7 @@ def _check_row(row: dict, batch: int) -> None:
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert lat["min"] <= lat["mean"] <= lat["max"]
     assert row["throughput_ips"] == pytest.approx(batch / (lat["mean"] / 1000.0))
+    assert row["throughput_p50_ips"] == pytest.approx(batch / (lat["p50"] / 1000.0))
     assert row["iterations"] >= FAST["iterations"]
 
 
@@ -89,6 +90,8 @@ def test_bench_onnx_and_pytorch(tiny_onnx, tmp_path):
     assert torch.get_num_threads() == threads_before          # restored after the PyTorch baseline
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
     assert res["format"] == bench.BENCH_FORMAT and res["skipped"] == []
+    load = res["load_average"]                      # the machine's load around the bench, for the report
+    assert len(load["before"]) == 3 and len(load["after"]) == 3 and all(v >= 0 for v in load["after"])
     assert res["spec"]["threads"] == 1 and res["spec"]["batches"] == [1, 4]
     rows = res["rows"]
     assert [(r["runner"], r["batch"]) for r in rows] == [("pytorch-cpu", 1), ("pytorch-cpu", 4),

@@ -15,12 +15,24 @@ from attnvgg.report import make_report, pareto_front
 from tests.conftest import error_line, run_cli
 from tests.report.conftest import accuracy, bench_row, write
 
-OUT_FILES = {"report.md", "report.json", "report.csv", "report.png", "report.html"}
+OUT_FILES = {"report.md", "report.json", "report.csv", "report.png", "latency-vs-batch.png", "report.html"}
 
 
-def md_rows(text: str) -> dict[tuple[str, str, str], list[str]]:
-    """Markdown table -> {(runner, precision, artifact): cells}."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+def md_tables(text: str) -> list[list[str]]:
+    tables, current = [], []
+    for ln in text.splitlines() + [""]:
+        if ln.startswith("|"):
+            current.append(ln)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def md_rows(text: str, table: int = 0) -> dict[tuple[str, str, str], list[str]]:
+    """Markdown table (the first: latency and accuracy; the second: parity and precision)
+    -> {(runner, precision, artifact): cells}."""
+    lines = md_tables(text)[table]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     out = {}
     for ln in lines[2:]:
@@ -63,26 +75,36 @@ def test_markdown_rows_and_values(results_dir, tmp_path):
         ("onnxruntime-cpu", "int8 (tensorrt)", "model.int8.trt.onnx"),
     ]
     pt = rows[("pytorch-cpu", "fp32", "pytorch")]
-    assert pt["b1 p50 / p99 ms"] == "10.0 / 12.0" and pt["b1 img/s"] == "100" and pt["b8 img/s"] == "125"
+    assert pt["b1 p50 / p90 / p99 ms"] == "10.0 / 11.0 / 12.0" and pt["b1 img/s (p50)"] == "100"
+    assert pt["b8 img/s (p50)"] == "133"                   # 8 / 60 ms p50, not 8 / 64 ms mean
+    assert pt["b1 spread p99/p50"] == "1.20"
     assert pt["Top-1 %"] == "80.00" and pt["Drop vs PyTorch fp32 (pts)"] == "0.00"
-    assert pt["Top-1 agreement %"] == "—" and pt["Parity max abs"] == "—" and pt["Build / calib. s"] == "—"
+    assert pt["Top-1 agreement %"] == "—" and pt["Parity vs PyTorch"] == "—" and pt["Build / calib. s"] == "—"
     fp32 = rows[("onnxruntime-cpu", "fp32", "model.onnx")]
-    assert fp32["Parity max abs"] == "3.00e-07"           # the worst case of that runner
+    assert fp32["Parity vs PyTorch"] == "PASS · max abs 3.00e-07"          # the worst case of that runner
+    variants = md_rows(text, table=1)
+    assert ("pytorch-cpu", "fp32", "pytorch") not in variants
+    v32 = variants[("onnxruntime-cpu", "fp32", "model.onnx")]
+    assert v32["Parity vs PyTorch"] == "PASS · max abs 3.00e-07 · cos 1.000000 · top-1 100%"
+    assert v32["Parity tolerance"] == "abs(a-ref) <= atol 0.0001 + rtol 0.001*abs(ref), cosine >= 0.99999, top-1 >= 100%"
+    assert variants[("onnxruntime-cpu", "fp16", "model.fp16.onnx")]["Parity vs PyTorch"] == "—"   # not validated
     assert fp32["Top-1 agreement %"] == "100.00" and fp32["Build / calib. s"] == "7.5 (export)"
     assert fp32["Size MB"] == "2.1"
     cuda = rows[("onnxruntime-cuda", "fp32", "model.onnx")]
-    assert cuda["b8 p50 / p99 ms"] == "—" and cuda["b8 img/s"] == "—"   # not benchmarked: not invented
-    assert cuda["Top-1 %"] == "80.00†" and cuda["Parity max abs"] == "3.00e-07†"   # from the CPU runner, flagged
+    assert cuda["b8 p50 / p90 / p99 ms"] == "—" and cuda["b8 img/s (p50)"] == "—"   # not benchmarked: not invented
+    assert cuda["b1 GPU compute p50 ms"] == "1.50" and fp32["b1 GPU compute p50 ms"] == "—"
+    assert "b8 GPU compute p50 ms" not in cuda                     # no row measured it at batch 8
+    assert cuda["Top-1 %"] == "80.00†" and cuda["Parity vs PyTorch"].startswith("PASS† · max abs 3.00e-07")
     fp16 = rows[("onnxruntime-cpu", "fp16", "model.fp16.onnx")]
-    assert fp16["Drop vs PyTorch fp32 (pts)"] == "0.50" and fp16["Parity max abs"] == "—"
+    assert fp16["Drop vs PyTorch fp32 (pts)"] == "0.50" and fp16["Parity vs PyTorch"] == "—"
     assert fp16["Build / calib. s"] == "8.2 (convert)"
     cpu8 = rows[("onnxruntime-cpu", "int8 (cpu)", "model.int8.cpu.onnx")]
     assert cpu8["Drop vs PyTorch fp32 (pts)"] == "4.00" and cpu8["Top-1 agreement %"] == "93.00"
     assert cpu8["Build / calib. s"] == "25.0 (calibrate)" and cpu8["Size MB"] == "0.6"
     trt8 = rows[("onnxruntime-cpu", "int8 (tensorrt)", "model.int8.trt.onnx")]
-    assert trt8["Drop vs PyTorch fp32 (pts)"] == "1.00" and trt8["b1 p50 / p99 ms"] == "3.50 / 4.20"
+    assert trt8["Drop vs PyTorch fp32 (pts)"] == "1.00" and trt8["b1 p50 / p90 / p99 ms"] == "3.50 / 3.85 / 4.20"
     assert "† measured with another runner" in text
-    assert "Pareto front at batch 1 (p50 latency vs top-1): onnxruntime-cpu int8 (cpu), " \
+    assert "Pareto front at batch 1 (p50 latency vs top-1 accuracy (%)): onnxruntime-cpu int8 (cpu), " \
            "onnxruntime-cpu int8 (tensorrt), onnxruntime-cuda fp32" in text
 
 
@@ -118,7 +140,10 @@ def test_html_has_plot_table_skips_and_machine(results_dir, tmp_path):
     b64 = page.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
     png = base64.b64decode(b64)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == paths["plot"].read_bytes()
-    assert '<table id="results">' in page and page.count("<tr class=") == 6
+    results = page.split('<table id="results">', 1)[1].split("</table>", 1)[0]
+    assert results.count("<tr class=") == 6
+    variants = page.split('<table id="variants">', 1)[1].split("</table>", 1)[0]
+    assert variants.count("<tr class=") == 5                          # every row but PyTorch
     assert "<td class=\"n\">25.0 (calibrate)</td>" in page
     assert "tensorrt not installed: pip install &quot;attnvgg[gpu]&quot;" in page     # the pipeline's skipped build
     assert "the tensorrt package is not installed" in page                          # the bench's skipped runner
@@ -131,7 +156,7 @@ def test_report_ignores_its_own_output_and_unknown_json(results_dir):
     make_report(results_dir, out)
     (results_dir / "config.json").write_text(json.dumps({"something": "else"}))
     doc = json.loads(make_report(results_dir, out)["json"].read_text())
-    assert str(out / "report.json") in doc["ignored"] and str(results_dir / "config.json") in doc["ignored"]
+    assert "report/report.json" in doc["ignored"] and "config.json" in doc["ignored"]        # relative to the run
     assert len(doc["rows"]) == 6
 
 
@@ -147,7 +172,7 @@ def test_explicit_files_and_no_bench(tmp_path):
     assert base["Top-1 %"] == "80.00†" and not any("ms" in k for k in base)   # no bench: no latency columns
     assert row["Top-1 %"] == "70.00" and row["Drop vs PyTorch fp32 (pts)"] == "10.00"
     assert row["Precision"] == "—" and row["Size MB"] == "—"                  # no sidecar, no file: unknown
-    assert "No plot" in paths["html"].read_text()
+    assert "No latency-vs-accuracy plot" in paths["html"].read_text()
 
 
 def test_paths_spelled_differently_are_merged(tmp_path):

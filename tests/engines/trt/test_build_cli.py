@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -45,10 +46,11 @@ def test_dry_run_prints_plan(onnx_files, tmp_path, preset, precision):
     assert f"sidecar: {engine}.json" in text and f"trtexec script: {engine}.trtexec.sh" in text
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("trtexec: "))
     trt_engine = out / f"model.{precision}.trtexec.engine"   # never the engine the sidecar hashes
-    assert f"--onnx={onnx_files[precision]}" in line and f"--saveEngine={trt_engine}" in line
+    assert line.strip().startswith(f"trtexec: cd {out} && trtexec ")   # the .trtexec.sh command, from its folder
+    assert f"--onnx={os.path.relpath(onnx_files[precision], out)}" in line and f"--saveEngine={trt_engine.name}" in line
     assert f"--minShapes=input:{mn} --optShapes=input:{op} --maxShapes=input:{mx} --shapes=input:{op}" in line
-    assert "--profilingVerbosity=detailed" in line and f"--exportLayerInfo={trt_engine}.layers.json" in line
-    assert f"--exportProfile={trt_engine}.profile.json" in line
+    assert "--profilingVerbosity=detailed" in line and f"--exportLayerInfo={trt_engine.name}.layers.json" in line
+    assert f"--exportProfile={trt_engine.name}.profile.json" in line
     assert "--stronglyTyped" in line and "--fp16" not in line and "--int8" not in line
     assert ("--noTF32" in line) == (precision == "fp32")
     assert not out.exists()      # a dry run writes nothing

@@ -215,6 +215,20 @@ def test_dla_refuses_a_dynamic_profile(onnx_files, tmp_path):
     assert len(set(e.profile["input"])) == 1
 
 
+def test_dry_run_and_trtexec_script_show_the_same_command(onnx_files, tmp_path):
+    from attnvgg.engines.build_plan import render_plan
+
+    plan = plan_build([onnx_files["int8"], onnx_files["fp16"]], BuildSpec(), tmp_path / "out")
+    shown = [ln.strip()[len("trtexec: "):] for ln in render_plan(plan).splitlines() if ln.strip().startswith("trtexec: ")]
+    assert len(shown) == 2
+    for ep, line in zip(plan.engines, shown):
+        cd, _, cmd = line.partition(" && ")
+        assert shlex.split(cd) == ["cd", str(ep.engine.parent)]
+        body = trtexec_script(ep, plan.options).split('cd "$(dirname "$0")"\n', 1)[1]
+        script_cmd = shlex.split(body.replace("\\\n", " "))
+        assert script_cmd[-1] == "$@" and script_cmd[:-1] == shlex.split(cmd)
+
+
 def test_trtexec_script_uses_paths_relative_to_engine(onnx_files, tmp_path):
     plan = plan_build([onnx_files["int8"]], BuildSpec(), tmp_path / "out")
     text = trtexec_script(plan.engines[0], plan.options)
