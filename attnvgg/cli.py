@@ -16,6 +16,10 @@ import click
 from attnvgg import __version__, console
 from attnvgg.cli_verbosity import VerbosityGroup
 from attnvgg.cli_options import int_list, config_options, handle_errors, model_flags, model_options, settings
+from attnvgg.config import ONNX_RUNNERS as RUNNER_CHOICES
+
+RUNNER_HELP = ("cpu/cuda = ONNX Runtime's providers, openvino = OpenVINO CPU f32, "
+               "openvino-bf16 = OpenVINO CPU with bf16 inference precision (where the CPU has it)")
 
 
 # -------------------------------------------------------------------------- the group
@@ -88,10 +92,10 @@ def simplify(src, out, check_n, force, **kw):
 @click.option("--samples", type=int, default=None, help="Random samples per batch size [default: 8].")
 @click.option("--images", default=None,
               help="Also compare on these images: folder, .npy, .npz (x/images or the input's name), Polygraphy input JSON, builtin:val.")
-@click.option("--provider", "providers", multiple=True, type=click.Choice(["cpu", "cuda"]),
-              help="ONNX Runtime provider(s) [default: cpu]; cuda where present.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
-              help="Tolerance set to use [default: read from the model].")
+@click.option("--provider", "--runner", "providers", multiple=True, type=click.Choice(RUNNER_CHOICES),
+              help=f"Runner(s) of an ONNX file [default: cpu]; {RUNNER_HELP}.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default=None,
+              help="Tolerance set to use for every runner [default: the model's, or bf16 for openvino-bf16].")
 @click.option("--atol", type=float, default=None, help="Override the absolute tolerance.")
 @click.option("--rtol", type=float, default=None, help="Override the relative tolerance.")
 @click.option("--min-cosine", type=float, default=None, help="Override the minimum cosine similarity.")
@@ -112,13 +116,16 @@ def validate(artifact, precision, json_path, junit_path, save_inputs, save_outpu
     """Parity of an ONNX model (or engine) against the PyTorch reference. Exit 0 pass, 1 fail."""
     from attnvgg import sidecar
     from attnvgg.pipeline import validate_command
-    from attnvgg.validate.parity import format_table
+    from attnvgg.validate.parity import format_table, tolerance_sets
 
     prec = precision or sidecar.precision_of(artifact)
+    providers = list(kw.pop("providers"))
+    tol_flags = {k: kw.pop(k) for k in ("atol", "rtol", "min_cosine", "min_top1")}
+    sets = tolerance_sets(prec, providers or ["cpu"], exact=precision is not None)   # bf16 runners: the bf16 set
     flags = {**model_flags(kw), "validate.batches": int_list(kw.pop("batches"), "--batches"),
-             "validate.providers": list(kw.pop("providers")) or None,
+             "validate.providers": providers or None,
              **{f"validate.{k}": kw.pop(k) for k in ("samples", "images", "locate", "attention_maps")},
-             **{f"validate.tolerances.{prec}.{k}": kw.pop(k) for k in ("atol", "rtol", "min_cosine", "min_top1")}}
+             **{f"validate.tolerances.{s}.{k}": v for s in sets for k, v in tol_flags.items()}}
     to_stdout = json_path == "-"
 
     def show(res: Any) -> None:
@@ -134,7 +141,7 @@ def validate(artifact, precision, json_path, junit_path, save_inputs, save_outpu
 
     validate_command(artifact, settings(kw, flags), prec, None if to_stdout else json_path, junit_path,
                      explicit_batches=bool(flags["validate.batches"]), show=show,
-                     save_inputs=save_inputs, save_outputs=save_outputs)
+                     save_inputs=save_inputs, save_outputs=save_outputs, exact_precision=precision is not None)
 
 
 # -------------------------------------------------------------------------- build (TensorRT)
@@ -295,7 +302,8 @@ def calibrate(model: str, out: str | None, **kw: Any) -> None:
 @click.option("--save-logits", default=None, type=click.Path(dir_okay=False), help="Also save this model's logits (.npy or .npz).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images.")
-@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default=None, help="ONNX Runtime provider.")
+@click.option("--provider", "--runner", "provider", type=click.Choice(RUNNER_CHOICES), default=None,
+              help=f"Runner of an ONNX file [default: cpu]; {RUNNER_HELP}.")
 @click.option("--threads", type=int, default=None)
 @click.option("--max-top1-drop", type=float, default=None, help="Fail (exit 1) if top-1 is more than this fraction below the reference's.")
 @click.option("--out", "-o", default=None, help="Results JSON (default: ARTIFACT.accuracy.json, or accuracy.json).")
@@ -392,8 +400,9 @@ or TensorRT that is absent skips those runners, with the reason.""")
 @click.option("--iterations", type=int, default=None, help="Timed runs at least [default: 20]; 0 = by time only.")
 @click.option("--min-seconds", type=float, default=None, help="Timed seconds at least [default: 1.0]; 0 = by count only.")
 @click.option("--warmup", type=int, default=None, help="Untimed runs first [default: 5].")
-@click.option("--provider", "providers", multiple=True, type=click.Choice(["cpu", "cuda"]),
-              help="Device(s) for ONNX files and the PyTorch baseline [default: cpu]; engines always use the GPU.")
+@click.option("--provider", "--runner", "providers", multiple=True, type=click.Choice(RUNNER_CHOICES),
+              help=f"Runner(s) of ONNX files [default: cpu]; {RUNNER_HELP}. The PyTorch baseline runs on "
+                   "the device of each (cuda or cpu); engines always use the GPU.")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Replay CUDA graphs (PyTorch on CUDA, TensorRT).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="Write the results JSON here ('-': to stdout, the table then goes to stderr).")

@@ -48,7 +48,8 @@ from attnvgg.models.build import torch_runner
 from attnvgg.onnxgraph import load_onnx, model_input
 from attnvgg.report import make_report
 from attnvgg.report.study import make_study_report
-from attnvgg.runners.factory import open_runner
+from attnvgg.runners.factory import open_runner, provider_device
+from attnvgg.runners.openvino import unavailable_reason
 from attnvgg.runners.tensorrt import tensorrt_available
 from attnvgg.runners.accuracy import AccuracyResult, check_budget, evaluate
 from attnvgg.study.collect import STUDY_FORMAT, collect
@@ -146,11 +147,51 @@ class Paths:
         self.notes = root / "notes.json"
 
     def variant(self, v: str) -> Path:
+        """The ONNX file a variant runs (the OpenVINO variants run the files ONNX Runtime runs)."""
         return {"fp32": self.sim, "fp16": self.fp16, "int8-tensorrt": self.root / "model.int8.onnx",
-                "int8-cpu": self.root / "model.int8-cpu.onnx"}[v]
+                "int8-cpu": self.root / "model.int8-cpu.onnx"}[FILE_OF_VARIANT.get(v, v)]
 
 
-def build_steps(cfg: Config, paths: Paths) -> list[Step]:
+#: OpenVINO variants -> the file variant they run
+FILE_OF_VARIANT = {"openvino-fp32": "fp32", "openvino-bf16": "fp32", "openvino-int8": "int8-cpu"}
+#: OpenVINO variants -> the runner (factory provider); openvino-int8 takes bf16 where the CPU has it
+RUNNER_OF_VARIANT = {"openvino-fp32": "openvino", "openvino-bf16": "openvino-bf16", "openvino-int8": "openvino-bf16"}
+
+
+def variant_precision(v: str) -> str:
+    """The precision of the file a variant runs: fp32, fp16 or int8."""
+    return FILE_OF_VARIANT.get(v, v).split("-")[0]
+
+
+def variant_runners(variants: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """({variant: provider} for every variant that can run here, {variant: reason} for those that
+    cannot). ONNX Runtime variants run on "cpu"; an OpenVINO variant needs openvino, and
+    openvino-bf16 a CPU with native bf16; openvino-int8 runs its float parts in bf16 where the CPU
+    has it and in f32 otherwise (the runner's name, openvino-bf16 or openvino-f32, says which)."""
+    runners: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for v in variants:
+        want = RUNNER_OF_VARIANT.get(v)
+        if want is None:
+            runners[v] = "cpu"
+            continue
+        why = unavailable_reason("f32")
+        if why is None and want == "openvino-bf16":
+            bf16_why = unavailable_reason("bf16")
+            if bf16_why is not None and v == "openvino-int8":
+                want = "openvino"
+            elif bf16_why is not None:
+                why = bf16_why
+        if why is None:
+            runners[v] = want
+        else:
+            skipped[v] = why
+    return runners, skipped
+
+
+def build_steps(cfg: Config, paths: Paths, runners: dict[str, str] | None = None) -> list[Step]:
+    """The run's steps. ``runners`` ({variant: provider}, from :func:`variant_runners`) lists the
+    variants that run; default: every selected variant on ONNX Runtime's CPU provider."""
     m = cfg.model
     steps: list[Step] = []
     ckpt = [Path(m.checkpoint)] if m.checkpoint else []
@@ -169,8 +210,10 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
     steps.append(Step("simplify", "simplify", simplify_fn, inputs=[paths.onnx],
                       settings=_asdict(cfg.simplify), outputs=[paths.sim]))
 
-    variants = [v for v in cfg.run.variants]
-    if "fp16" in variants:
+    runners = runners if runners is not None else {v: "cpu" for v in cfg.run.variants if v not in RUNNER_OF_VARIANT}
+    variants = [v for v in cfg.run.variants if v in runners]
+    files = list(dict.fromkeys(FILE_OF_VARIANT.get(v, v) for v in variants))   # the files to make
+    if "fp16" in files:
         def fp16_fn() -> dict:
             r = convert_fp16(paths.sim, paths.fp16, cfg.fp16, tolerance=cfg.validate.tolerances["fp16"], log=_log)
             return {"seconds": round(r.seconds, 2), "parity": r.parity}
@@ -179,7 +222,7 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
                           settings={"fp16": _asdict(cfg.fp16), "tol": _asdict(cfg.validate.tolerances["fp16"])},
                           outputs=[paths.fp16]))
     for v in ("int8-tensorrt", "int8-cpu"):
-        if v not in variants:
+        if v not in files:
             continue
         spec = copy.deepcopy(cfg.calibrate)
         spec.flavour = v.split("-", 1)[1]
@@ -202,9 +245,11 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
         pg_in = paths.results / f"parity-{v}.inputs.json"      # Polygraphy formats: polygraphy run
         pg_out = paths.results / f"parity-{v}.outputs.json"    # --load-inputs/--load-outputs
 
-        def parity_fn(v=v, out_json=out_json, out_xml=out_xml, pg_in=pg_in, pg_out=pg_out) -> dict:
-            r = validate_artifact(paths.variant(v), m, cfg.validate, out_json, out_xml,
-                                  precision=v.split("-")[0], preprocess=preprocess_for(paths.variant(v), cfg),
+        vspec = dataclasses.replace(cfg.validate, providers=[runners[v]]) if v in RUNNER_OF_VARIANT else cfg.validate
+
+        def parity_fn(v=v, out_json=out_json, out_xml=out_xml, pg_in=pg_in, pg_out=pg_out, vspec=vspec) -> dict:
+            r = validate_artifact(paths.variant(v), m, vspec, out_json, out_xml,
+                                  precision=variant_precision(v), preprocess=preprocess_for(paths.variant(v), cfg),
                                   save_inputs=pg_in, save_outputs=pg_out)
             if not r.passed:   # the results are written; the run goes on and exits 1 at the end
                 bad = [c for c in r.cases if c.gated and not c.passed]
@@ -214,8 +259,8 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
             return {"passed": r.passed, "gate": r.gate, **r.worst()}
 
         steps.append(Step(f"validate:{v}", "validate", parity_fn, inputs=[paths.variant(v)] + ckpt,
-                          settings=lambda: {"validate": _asdict(cfg.validate), "model": _asdict(m),
-                                            "data": _data_key(cfg.validate.images, cfg)},
+                          settings=lambda vspec=vspec: {"validate": _asdict(vspec), "model": _asdict(m),
+                                                        "data": _data_key(cfg.validate.images, cfg)},
                           outputs=[out_json, out_xml, pg_in, pg_out], variant=v))
 
     # accuracy: PyTorch fp32 first (the reference), then every variant against it
@@ -233,12 +278,16 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
     for v in variants:
         out = paths.results / f"accuracy-{v}.json"
 
-        def acc_fn(v=v, out=out) -> dict:
-            return _acc_summary(evaluate_to_files(paths.variant(v), cfg, out, reference_logits=ref_logits),
-                                cfg.evaluate.max_top1_drop)
+        provider = runners[v] if v in RUNNER_OF_VARIANT else None
+
+        def acc_fn(v=v, out=out, provider=provider) -> dict:
+            return _acc_summary(evaluate_to_files(paths.variant(v), cfg, out, reference_logits=ref_logits,
+                                                  provider=provider), cfg.evaluate.max_top1_drop)
 
         steps.append(Step(f"evaluate:{v}", "evaluate", acc_fn, inputs=[paths.variant(v), ref_logits],
-                          settings=acc_settings, outputs=[out], variant=v))
+                          settings=(acc_settings if provider is None
+                                    else lambda provider=provider: {**acc_settings(), "runner": provider}),
+                          outputs=[out], variant=v))
 
     # attention maps of every variant against PyTorch fp32 (skipped for a model without attention)
     explain_dir = paths.results / "explain"
@@ -283,13 +332,15 @@ def build_steps(cfg: Config, paths: Paths) -> list[Step]:
             targets.insert(0, ("pytorch", None))
         for label, art in targets:
             out = paths.results / f"bench-{label}.json"
+            bspec = (dataclasses.replace(bench_spec, providers=[runners[label]]) if label in RUNNER_OF_VARIANT
+                     else bench_spec)
 
-            def bench_fn(label=label, art=art, out=out) -> dict:
-                res = bench_artifacts([str(art) if art else "pytorch"], bench_spec, model_spec_for_pytorch=m, out_json=out)
+            def bench_fn(label=label, art=art, out=out, bspec=bspec) -> dict:
+                res = bench_artifacts([str(art) if art else "pytorch"], bspec, model_spec_for_pytorch=m, out_json=out)
                 return {"rows": len(res.get("rows", []))}
 
             steps.append(Step(f"bench:{label}", "bench", bench_fn, inputs=([art] if art else ckpt),
-                              settings={"bench": _asdict(bench_spec), **({"model": _asdict(m)} if not art else {})},
+                              settings={"bench": _asdict(bspec), **({"model": _asdict(m)} if not art else {})},
                               outputs=[out], variant=label if art else None))
 
     def report_fn() -> dict:
@@ -339,19 +390,20 @@ def evaluate_to_files(artifact: Path | str | None, cfg: Config, out: Path | str,
                       reference_logits: Path | str | None = None, reference: Any = None,
                       reference_name: str = "pytorch-fp32", preprocess: PreprocessSpec | None = None,
                       model_spec: ModelSpec | None = None, progress: bool = False,
-                      log: Callable[[str], None] | None = None) -> AccuracyResult:
+                      log: Callable[[str], None] | None = None, provider: str | None = None) -> AccuracyResult:
     """Accuracy of one artifact (None = the PyTorch model) on the evaluation set, to JSON: the one
     evaluate of ``run`` and ``attnvgg evaluate``.
 
     ``reference`` is a runner; ``reference_logits`` a .npy/.npz file as ``save_logits`` writes it
-    (``run`` saves the PyTorch fp32 logits once and compares every variant with them).
+    (``run`` saves the PyTorch fp32 logits once and compares every variant with them). ``provider``
+    overrides ``[evaluate] provider`` (the OpenVINO variants of ``run``).
     """
     spec = cfg.evaluate
     check_outputs([out] + ([save_logits] if save_logits else []), [artifact, reference_logits])
     pre = preprocess if preprocess is not None else preprocess_for(artifact, cfg)
     ds = open_dataset(spec.data, pre)
     runner = (torch_runner(model_spec or cfg.model) if artifact is None
-              else open_runner(artifact, provider=spec.provider, threads=spec.threads))
+              else open_runner(artifact, provider=provider or spec.provider, threads=spec.threads))
     ref_logits = load_logits(reference_logits) if reference_logits else None
     res = evaluate(runner, ds, spec, reference=reference, reference_logits=ref_logits, reference_name=reference_name,
                    keep_logits=save_logits is not None, progress=progress, log=log or _log)
@@ -375,16 +427,17 @@ def evaluate_to_files(artifact: Path | str | None, cfg: Config, out: Path | str,
 
 def validate_command(artifact: str, st: Settings, precision: str, json_path: str | None, junit_path: str | None,
                      explicit_batches: bool, show: Callable[[Any], None], save_inputs: str | None = None,
-                     save_outputs: str | None = None) -> Any:
+                     save_outputs: str | None = None, exact_precision: bool = False) -> Any:
     """Parity of ``artifact`` against its PyTorch model; ``show`` gets the result before a failure
-    raises CheckFailed."""
+    raises CheckFailed. ``exact_precision``: ``precision``'s tolerance set for every runner (else a
+    bf16 runner is judged by the bf16 set)."""
     check_outputs([json_path, junit_path], [artifact])
     cfg = st.cfg
     model_spec = reference_model(artifact, st)
     pre = preprocess_for(artifact, cfg, given=st.gave("preprocess")) if cfg.validate.images else None
     res = validate_artifact(artifact, model_spec, cfg.validate, json_path, junit_path, precision=precision,
                             explicit_batches=explicit_batches, preprocess=pre, save_inputs=save_inputs,
-                            save_outputs=save_outputs)
+                            save_outputs=save_outputs, exact_precision=exact_precision)
     show(res)
     if not res.passed:
         where = f"; first diverging layer: {res.locate['module']}" if res.locate and res.locate.get("found") else ""
@@ -444,7 +497,8 @@ def evaluate_command(artifact: str | None, st: Settings, reference: str | None, 
     if reference == "pytorch":
         ref_runner = torch_runner(model_spec)
     elif reference:
-        ref_runner = open_runner(reference, provider=cfg.evaluate.provider, threads=cfg.evaluate.threads)
+        # the reference stays ONNX Runtime on the same device: a bf16 reference would hide bf16's error
+        ref_runner = open_runner(reference, provider=provider_device(cfg.evaluate.provider), threads=cfg.evaluate.threads)
     pre = preprocess_for(artifact, cfg, given=st.gave("preprocess") or artifact is None)
     result = evaluate_to_files(artifact, cfg, out, save_logits=save_logits, reference_logits=reference_logits,
                                reference=ref_runner, reference_name=reference or reference_logits or "reference",
@@ -623,7 +677,14 @@ def _run_locked(cfg: Config, root: Path, selected: set[str], force: bool, echo: 
     notes: dict[str, Any] = {"skipped": {}, "preset_model": _asdict(cfg.model),
                              "run": run_record(cfg, root, invocation)}
     manifest = Manifest(root)
-    steps = build_steps(cfg, paths)
+    runners, unavailable = variant_runners(cfg.run.variants)
+    for v, why in unavailable.items():
+        notes["skipped"][f"variant {v}"] = why
+        echo(f"variant {v:<16} skipped: {why}")
+    if runners.get("openvino-int8") == "openvino":
+        notes.setdefault("notes", []).append("openvino-int8: this CPU has no native bf16, so the float parts of "
+                                             "model.int8-cpu.onnx run in f32 (runner openvino-f32)")
+    steps = build_steps(cfg, paths, runners)
     missing = unavailable_variants(cfg, paths, selected)
     summary: dict[str, Any] = {"run_dir": str(root), "steps": {}}
     t_all = time.perf_counter()

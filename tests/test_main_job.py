@@ -32,6 +32,19 @@ def test_default_run_produces_the_report_with_every_row(tmp_path):
         assert want in rows, (want, rows)
     for r in data["rows"]:  # measured, not invented: every row has latency and accuracy
         assert r["latency"] and r["top1"] is not None, r
+    # OpenVINO rows where openvino (and, for bf16, a bf16 CPU) is here; else the reason in the report
+    from attnvgg.runners.openvino import unavailable_reason
+
+    ov_rows = {(r["runner"], r["precision"], r.get("flavour")) for r in data["rows"] if r["runner"].startswith("openvino")}
+    skipped = {s["what"]: s["reason"] for s in data["skipped"]}
+    if unavailable_reason("f32"):
+        assert not ov_rows and "openvino" in skipped["variant openvino-fp32"]
+    elif unavailable_reason("bf16"):
+        assert ov_rows == {("openvino-f32", "fp32", None), ("openvino-f32", "int8", "cpu")}, ov_rows
+        assert "bf16" in skipped["variant openvino-bf16"]
+    else:
+        assert ov_rows == {("openvino-f32", "fp32", None), ("openvino-bf16", "bf16", None),
+                           ("openvino-bf16", "int8", "cpu")}, ov_rows
     html = (rep / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table" in html
     # a rerun with nothing changed runs no stage

@@ -38,8 +38,8 @@ from attnvgg.artifacts import check_outputs, file_size, write_json
 from attnvgg.models.build import torch_runner
 from attnvgg.engines import bench_cuda
 from attnvgg.engines.bench_cuda import cuda_ready
-from attnvgg.runners.factory import open_runner
-from attnvgg.runners.base import Runner
+from attnvgg.runners.base import Runner, effective_precision
+from attnvgg.runners.factory import PROVIDERS as RUNNER_PROVIDERS, open_runner, provider_device
 from attnvgg.runners.tensorrt import installed_tensorrt_version, tensorrt_available
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BENCH_FORMAT = sidecar.format_tag("bench")
 PYTORCH = "pytorch"
-PROVIDERS = ("cpu", "cuda")
+PROVIDERS = RUNNER_PROVIDERS   # cpu/cuda: ONNX Runtime; openvino, openvino-bf16: OpenVINO on the CPU
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 #: a step runs one timed iteration and returns (end-to-end ms, compute ms or None)
@@ -132,7 +132,7 @@ def _set_threads(runner: "Runner", spec: BenchSpec) -> tuple[Optional[int], Opti
         if spec.threads:
             torch.set_num_threads(spec.threads)
         return torch.get_num_threads(), ("set" if spec.threads else "default"), lambda: torch.set_num_threads(old)
-    if runner.backend.startswith("onnxruntime"):
+    if runner.backend.startswith(("onnxruntime", "openvino")):
         if spec.threads and getattr(runner, "threads", None) != spec.threads:
             if runner.is_active:
                 raise InputError(f"runner {runner.name} is already active with {runner.threads} threads, "
@@ -141,7 +141,8 @@ def _set_threads(runner: "Runner", spec: BenchSpec) -> tuple[Optional[int], Opti
         threads = getattr(runner, "threads", None)
         if threads:
             return threads, "set", lambda: None
-        # ONNX Runtime's default intra-op pool has one thread per physical core.
+        # ONNX Runtime's default intra-op pool has one thread per physical core; OpenVINO says
+        # what it chose once compiled (bench_runner asks it then).
         return cpuinfo()[1] or os.cpu_count(), "default", lambda: None
     return None, None, lambda: None
 
@@ -171,6 +172,9 @@ def bench_runner(
     rows: list[dict] = []
     try:
         runner.activate()
+        in_use = getattr(runner, "threads_in_use", None)
+        if threads_source == "default" and in_use is not None and in_use():
+            threads = in_use()
         meta = runner.input_metadata()[0]
         static = meta.shape[0] if meta.shape and meta.shape[0] > 0 else None
         dtype = meta.dtype if meta.dtype in ("float32", "float16") else "float32"
@@ -196,7 +200,8 @@ def bench_runner(
             lat = latency_stats(e2e)
             rows.append({
                 "artifact": row_meta.get("artifact"), "runner": runner.name, "backend": runner.backend,
-                "device": device, "precision": row_meta.get("precision"), "flavour": row_meta.get("flavour"),
+                "device": device, "precision": _row_precision(row_meta.get("precision"), runner),
+                "flavour": row_meta.get("flavour"),
                 "size_bytes": row_meta.get("size_bytes"), "batch": b, "input_shape": list(shape),
                 "input_dtype": dtype, "threads": threads, "threads_source": threads_source,
                 "warmup": spec.warmup, "iterations": len(e2e), "seconds": round(seconds, 4), "timer": timer,
@@ -213,6 +218,12 @@ def bench_runner(
         if activated:
             runner.deactivate()
     return rows
+
+
+def _row_precision(file_precision: Optional[str], runner: "Runner") -> Optional[str]:
+    """The precision the row ran at: the file's, or the coarser one the runner computes in
+    (OpenVINO bf16 on an fp32 file is a bf16 row)."""
+    return effective_precision(file_precision, runner.compute_precision) if file_precision else file_precision
 
 
 def _torch_model_bytes(runner: "Runner") -> Optional[int]:
@@ -272,7 +283,8 @@ def _runners_for(artifact: str, spec: BenchSpec, model_spec: Optional[ModelSpec]
 
     out: list[tuple[Runner, dict]] = []
     if artifact == PYTORCH:
-        for provider in spec.providers:
+        devices = list(dict.fromkeys(provider_device(p) for p in spec.providers))
+        for provider in devices:
             if provider == "cuda":
                 ok, why = cuda_ready()
                 if not ok:
@@ -376,5 +388,6 @@ def format_table(result: dict) -> str:
     gpu = m.get("gpu")
     lines.append(f"machine: {cpu.get('model')} ({cpu.get('usable_cores')} usable cores); "
                  f"GPU: {gpu['name'] + ' driver ' + str(gpu.get('driver')) if gpu else 'none'}; "
-                 f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, tensorrt {v.get('tensorrt') or 'n/a'}")
+                 f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, openvino {v.get('openvino') or 'n/a'}, "
+                 f"tensorrt {v.get('tensorrt') or 'n/a'}")
     return "\n".join(lines)

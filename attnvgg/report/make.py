@@ -121,6 +121,11 @@ def build_document(inputs: Sequence[Path], plot_batch: Optional[int] = None,
     front = pareto_front(points)
     for k in front:
         rows[idx[k]]["on_pareto_front"] = True
+    # the front among CPU engines alone (PyTorch eager, ONNX Runtime, OpenVINO): what a CPU deployment picks from
+    on_cpu = [k for k, i in enumerate(idx) if rows[i]["device"] == "cpu"]
+    cpu_front = [on_cpu[j] for j in pareto_front([points[k] for k in on_cpu])]
+    for k in cpu_front:
+        rows[idx[k]]["on_cpu_pareto_front"] = True
     axis = AGREEMENT_AXIS if random_weights else ACCURACY_AXIS
     pngs: dict[str, Optional[bytes]] = {
         "plot": plot_png(points, labels, front, batch, axis) if points else None,
@@ -138,7 +143,9 @@ def build_document(inputs: Sequence[Path], plot_batch: Optional[int] = None,
         "baseline_top1": parts[0]["baseline_top1"] if not many else None,
         "random_weights": random_weights,
         "plot": {"batch": batch, "metric": metric, "y_label": axis["label"],
-                 "pareto_front": [labels[k] for k in front], "left_out": left_out, "why_none": why_none},
+                 "pareto_front": [labels[k] for k in front],
+                 "cpu_pareto_front": [labels[k] for k in sorted(cpu_front, key=lambda k: (points[k][0], k))],
+                 "left_out": left_out, "why_none": why_none},
         "runs": [{k: p[k] for k in ("name", "header", "method", "machine", "machine_label", "reproduce", "versions",
                                     "baseline_top1")} for p in parts],
         "rows": rows,

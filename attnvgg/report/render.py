@@ -194,6 +194,12 @@ def versions_line(v: dict) -> str:
     return ", ".join(f"{k} {val}" for k, val in v.items()) or DASH
 
 
+def cpu_front_line(doc: dict) -> str:
+    """The Pareto front among the CPU engines only (PyTorch eager, ONNX Runtime, OpenVINO)."""
+    front = ", ".join(doc["plot"].get("cpu_pareto_front") or []) or DASH
+    return f"CPU engines' Pareto front at batch {doc['plot']['batch']}: {front}"
+
+
 def machine_line(m: dict) -> str:
     cpu, gpu = m.get("cpu") or {}, m.get("gpu")
     parts = [f"CPU {cpu.get('model') or DASH} ({cpu.get('physical_cores') or DASH} physical / "
@@ -232,6 +238,7 @@ def markdown(doc: dict) -> str:
     if doc["plot"]["batch"] is not None:
         front = ", ".join(md(x) for x in doc["plot"]["pareto_front"]) or DASH
         lines += [f"Pareto front at batch {doc['plot']['batch']} (p50 latency vs {doc['plot']['y_label']}): {front}", ""]
+        lines += [cpu_front_line(doc), ""]
     chk = checks(doc)
     if chk:
         lines += ["## Check and rebuild", ""]
@@ -267,7 +274,7 @@ def flat(r: dict, batches: list[int]) -> dict[str, Any]:
             d[f"{k}_b{b}"] = v.get(k)
     for k in ("top1", "top5", "drop_points", "top1_agreement", "mean_cosine", "accuracy_runner", "parity_max_abs",
               "parity_runner", "parity_passed", "parity_min_cosine", "parity_top1_agreement", "size_bytes",
-              "prep_seconds", "prep_kind", "threads", "on_pareto_front"):
+              "prep_seconds", "prep_kind", "threads", "on_pareto_front", "on_cpu_pareto_front"):
         d[k] = r.get(k)
     tol = r.get("parity_tolerance")
     d["parity_tolerance"] = tolerance_text(tol) if tol else None
@@ -373,6 +380,8 @@ def html_page(doc: dict, pngs: dict[str, Optional[bytes]] | Optional[bytes], out
         parts.append(f'<img id="batches" alt="p50 latency per image against batch size" '
                      f'src="data:image/png;base64,{b64}">')
     parts.append("</div>")
+    if doc["plot"]["batch"] is not None:
+        parts.append(f'<p class="note" id="cpu-front">{e(cpu_front_line(doc))}</p>')
     if doc["random_weights"]:
         parts.append('<p class="note">Random weights: the first plot shows top-1 agreement with PyTorch fp32, not '
                      'accuracy (the data set\'s labels do not apply to this model).</p>')

@@ -17,7 +17,7 @@ from typing import Optional
 from attnvgg.report.facts import precision_summary, spread
 from attnvgg.report.load import PYTORCH, Results, load_sidecar_beside, number
 
-PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "int8": 3}
 
 
 # ----------------------------------------------------------------------------- artifact identity
@@ -138,7 +138,8 @@ def _blank(group: str, runner: str) -> dict:
             "parity_max_abs": None, "parity_runner": None, "parity_passed": None, "parity_tolerance": None,
             "parity_min_cosine": None, "parity_top1_agreement": None, "polygraphy": None, "trtexec_script": None,
             "precision_summary": None, "size_bytes": None,
-            "prep_seconds": None, "prep_kind": None, "threads": None, "on_pareto_front": False}
+            "prep_seconds": None, "prep_kind": None, "threads": None, "on_pareto_front": False,
+            "on_cpu_pareto_front": False}
 
 
 def baseline_top1(results: Results) -> tuple[Optional[float], Optional[str]]:

@@ -23,9 +23,27 @@ class TensorMeta:
     shape: tuple[int, ...]   # -1 where the axis is dynamic
 
 
+#: coarsest last: a runner that computes in bf16 makes an fp32/fp16 file a bf16 check
+PRECISION_COARSENESS = ("fp32", "fp16", "bf16", "int8")
+
+
+def effective_precision(file_precision: str, compute_precision: str | None) -> str:
+    """The precision a run of ``file_precision`` has when the runner computes in
+    ``compute_precision`` (None: as the file says): the coarser of the two. bf16 keeps 8
+    mantissa bits against fp16's 11, so fp16 run in bf16 is bf16; int8 stays int8 (its float
+    parts in bf16 are finer than its int8 parts)."""
+    if compute_precision is None or compute_precision not in PRECISION_COARSENESS:
+        return file_precision
+    if file_precision not in PRECISION_COARSENESS:
+        return file_precision
+    return max(file_precision, compute_precision, key=PRECISION_COARSENESS.index)
+
+
 class Runner(abc.ABC):
     #: short backend name used in result files and reports, e.g. "onnxruntime-cpu"
     backend: str = "base"
+    #: a precision the runner imposes on top of the file's (OpenVINO's bf16 hint); None: the file's
+    compute_precision: str | None = None
 
     def __init__(self, name: str | None = None):
         self.name = name or self.backend

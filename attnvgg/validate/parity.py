@@ -30,7 +30,8 @@ from attnvgg.config import RANDOM_INPUT_ROLES, ModelSpec, PreprocessSpec, Tolera
 from attnvgg.data import open_dataset
 from attnvgg.errors import InputError, MissingDependency
 from attnvgg.models.build import build_model
-from attnvgg.runners.factory import open_runner
+from attnvgg.runners.base import effective_precision
+from attnvgg.runners.factory import open_runner, provider_compute_precision
 from attnvgg.runners.metrics import compare, passes
 from attnvgg.runners.torch import TorchRunner
 from attnvgg.validate.locate import locate_divergence
@@ -50,13 +51,14 @@ class Case:
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
     gated: bool = True     # False: information only (see the module docstring); never decides ``passed``
+    tolerance: str = ""    # the tolerance set applied (a bf16 runner on an fp32 file: "bf16")
 
 
 @dataclass
 class ParityResult:
     artifact: str
-    precision: str
-    tolerance: dict
+    precision: str          # the precision checked: the first runner's tolerance set
+    tolerance: dict         # that set's values
     cases: list[Case]
     passed: bool
     reference: dict
@@ -64,6 +66,8 @@ class ParityResult:
     skipped: list[str] = field(default_factory=list)
     gate: str = "all cases"  # what the verdict rests on, in words
     attention_maps: dict | None = None   # --attention-maps: agreement with PyTorch fp32 maps, limits, failures
+    artifact_precision: str = ""                            # what the file itself is
+    tolerances: dict = field(default_factory=dict)          # every set applied: name -> values
     polygraphy: dict | None = None   # saved inputs/outputs and the equivalent `polygraphy run` line
 
     def to_dict(self) -> dict:
@@ -156,6 +160,18 @@ def image_inputs(source: str, preprocess: PreprocessSpec, batch: int, limit: int
             yield x
 
 
+def tolerance_set(file_precision: str, compute_precision: str | None, exact: bool = False) -> str:
+    """The tolerance set a runner is judged by: the file's precision, or the coarser precision
+    the runner computes in (OpenVINO bf16 on an fp32 file: "bf16"), unless the user named the
+    set (``exact``)."""
+    return file_precision if exact else effective_precision(file_precision, compute_precision)
+
+
+def tolerance_sets(file_precision: str, providers: list[str], exact: bool = False) -> list[str]:
+    """The tolerance sets ``providers`` will be judged by (for overriding them from flags)."""
+    return sorted({tolerance_set(file_precision, provider_compute_precision(p), exact) for p in providers})
+
+
 def run_parity(
     artifact: str | os.PathLike,
     model_spec: ModelSpec,
@@ -163,10 +179,13 @@ def run_parity(
     precision: str | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
+    exact_precision: bool = False,
     saved: "SavedIterations | None" = None,
 ) -> ParityResult:
-    """Parity of every case; ``saved`` (if given) receives the first runner's inputs and the
-    PyTorch outputs, one entry per batch fed, for the Polygraphy files."""
+    """Every runner of ``spec.providers`` against PyTorch. ``precision`` is the file's (read from
+    it when None); each runner is judged by :func:`tolerance_set` of it. ``saved`` (if given)
+    receives the first runner's inputs and the PyTorch outputs, one entry per batch fed, for the
+    Polygraphy files."""
     check_spec(spec)
     artifact = Path(artifact)
     if not artifact.exists():
@@ -174,7 +193,6 @@ def run_parity(
     precision = precision or sidecar.precision_of(artifact)
     if precision not in spec.tolerances:
         raise InputError(f"no tolerance for precision {precision!r}", f"use one of {', '.join(spec.tolerances)}")
-    tol = spec.tolerances[precision]
     chain = sidecar.lineage(artifact)
     batch_range = chain[0].get("batch_range") if chain else None
     model = build_model(model_spec)
@@ -184,6 +202,10 @@ def run_parity(
     for provider in (["cpu"] if is_engine else spec.providers):
         r = open_runner(artifact, provider=provider)
         runners.append(r)
+    sets = {r.name: tolerance_set(precision, r.compute_precision, exact_precision) for r in runners}
+    for name in set(sets.values()) - set(spec.tolerances):
+        raise InputError(f"no tolerance for precision {name!r}", f"add [validate.tolerances.{name}] to the config")
+    tols = {name: spec.tolerances[name] for name in sets.values()}
 
     cases: list[Case] = []
     ref_runner = TorchRunner(model)
@@ -230,24 +252,28 @@ def run_parity(
                         continue
                     ref = np.concatenate(refs)
                     out = np.concatenate(outs)
+                    tol = tols[sets[runner.name]]
                     m = compare(ref, out, tol)
                     ok, why = passes(m, tol)
                     cases.append(Case(runner.name, label, b, "logits", m.to_dict(), ok, why,
-                                      round(time.perf_counter() - t0, 3)))
+                                      round(time.perf_counter() - t0, 3), tolerance=sets[runner.name]))
             finally:
                 runner.deactivate()
-    gate = gate_cases(cases, tol)
+    gate = gate_cases(cases, spec.tolerances[precision])
     gated = [c for c in cases if c.gated]
     passed = bool(gated) and all(c.passed for c in gated)
+    first = sets[runners[0].name]
     return ParityResult(
         artifact=str(artifact),
-        precision=precision,
-        tolerance=asdict(tol),
+        precision=first,
+        tolerance=asdict(tols[first]),
         cases=cases,
         passed=passed,
         reference={"backend": "pytorch", "model": asdict(model_spec)},
         skipped=skipped,
         gate=gate,
+        artifact_precision=precision,
+        tolerances={name: asdict(t) for name, t in tols.items()},
     )
 
 
@@ -271,6 +297,10 @@ def format_table(result: ParityResult) -> str:
         lines.append(f"gated on {result.gate}")
     lines.append(f"{'PASS' if result.passed else 'FAIL'}: {sum(c.passed for c in gated)}/{len(gated)} gated cases within "
                  f"{tolerance_text(result.tolerance)}")
+    for name, t in result.tolerances.items():
+        if name != result.precision:
+            who = sorted({c.runner for c in result.cases if c.tolerance == name})
+            lines.append(f"  {', '.join(who) or name}: {name} tolerance, {tolerance_text(t)}")
     lines.append(TOLERANCE_RULE)
     if result.locate:
         lines.append(format_locate(result.locate))
@@ -408,6 +438,7 @@ def validate_artifact(
     precision: str | None = None,
     explicit_batches: bool = False,
     preprocess: PreprocessSpec | None = None,
+    exact_precision: bool = False,
     save_inputs: str | os.PathLike | None = None,
     save_outputs: str | os.PathLike | None = None,
 ) -> ParityResult:
@@ -420,7 +451,7 @@ def validate_artifact(
     check_outputs([json_path, junit_path, save_inputs, save_outputs], [artifact])
     saved = SavedIterations([], []) if (save_inputs or save_outputs) else None
     result = run_parity(artifact, model_spec, spec, precision=precision, explicit_batches=explicit_batches,
-                        preprocess=preprocess, saved=saved)
+                        preprocess=preprocess, saved=saved, exact_precision=exact_precision)
     result.polygraphy = polygraphy_block(result, saved, save_inputs, save_outputs)
     failing = next((c for c in result.cases if c.gated and not c.passed), None)
     if spec.locate and failing is not None and Path(artifact).suffix == ".onnx":
