@@ -8,6 +8,8 @@ import re
 import numpy as np
 import onnx
 import pytest
+
+from attnvgg.calibration import cache as calib_cache
 from onnx import numpy_helper
 
 from attnvgg.calibration import modelopt_ptq
@@ -65,6 +67,7 @@ def test_model_scales_are_our_ranges(tiny_global, calib_data, tmp_path):
     # the same model from a cache entry with doubled ranges has doubled scales: ModelOpt's own pass decided nothing
     path = next((tmp_path / "cache").iterdir())
     entry["ranges"] = {k: [2 * v[0], 2 * v[1]] for k, v in entry["ranges"].items()}
+    entry["ranges_sha256"] = calib_cache.ranges_hash(entry["ranges"])   # a consistent entry, not a corrupt one
     path.write_text(json.dumps(entry))
     out2 = tmp_path / "b.onnx"
     r2 = calibrate(tiny_global, calib_data, out2, _spec(tmp_path), progress=False)
