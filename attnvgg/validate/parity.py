@@ -26,7 +26,7 @@ import numpy as np
 
 from attnvgg import sidecar
 from attnvgg.artifacts import check_outputs, write_json, write_text
-from attnvgg.config import RANDOM_INPUT_ROLES, ModelSpec, PreprocessSpec, Tolerance, ValidateSpec
+from attnvgg.config import ONNX_RUNNERS, RANDOM_INPUT_ROLES, ModelSpec, PreprocessSpec, Tolerance, ValidateSpec
 from attnvgg.data import open_dataset
 from attnvgg.errors import InputError, MissingDependency
 from attnvgg.models.build import build_model
@@ -88,9 +88,9 @@ def check_spec(spec: ValidateSpec) -> None:
                          "e.g. --samples 8 (or validate.samples = 8 in the config)")
     if not spec.batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in spec.batches):
         raise InputError(f"validate batches must be positive integers, got {spec.batches!r}", "e.g. --batches 1,8")
-    bad = [p for p in spec.providers if p not in ("cpu", "cuda")]
+    bad = [p for p in spec.providers if p not in ONNX_RUNNERS]
     if bad or not spec.providers:
-        raise InputError(f"unknown validate provider(s) {bad or spec.providers}", "use cpu and/or cuda")
+        raise InputError(f"unknown validate provider(s) {bad or spec.providers}", f"use any of {', '.join(ONNX_RUNNERS)}")
     for prec, tol in spec.tolerances.items():
         for key in ("atol", "rtol"):
             v = getattr(tol, key)
