@@ -105,6 +105,7 @@ def test_disk_full_during_run_leaves_no_partial_file(work, faults):
     assert res.exit_code == 3, res.output
     assert "no space left on the device" in error_line(res)
     files = {str(p.relative_to(full)) for p in full.rglob("*") if p.is_file()}
-    assert files <= {"run/manifest.json", "run/.attnvgg-run.lock"}, files
+    # config.toml: the effective config the report's reproduce line names, written whole before any stage
+    assert files <= {"run/manifest.json", "run/.attnvgg-run.lock", "run/config.toml"}, files
     if (full / "run/manifest.json").exists():
         _json.loads((full / "run/manifest.json").read_text())     # complete, never half-written
