@@ -84,6 +84,22 @@ class GraphIndex:
         p = self.producer.get(tensor)
         return p is not None and p.op_type == "DequantizeLinear"
 
+    def walk_down(self, tensor: str, through: frozenset[str]) -> tuple[list, list]:
+        """Follow ``tensor`` downstream through ops in ``through``; (passed nodes, the other consumers reached)."""
+        passed, ends, stack, seen = [], [], [tensor], set()
+        while stack:
+            t = stack.pop()
+            for c in self.consumers.get(t, []):
+                if id(c) in seen:
+                    continue
+                seen.add(id(c))
+                if c.op_type in through:
+                    passed.append(c)
+                    stack.extend(o for o in c.output if o)
+                else:
+                    ends.append(c)
+        return passed, ends
+
     def dq_source(self, tensor: str) -> "onnx.NodeProto | None":
         """The DequantizeLinear a tensor comes from, directly or through shape-only ops; else None."""
         seen = 0

@@ -94,23 +94,6 @@ def _walk_up(idx: GraphIndex, tensor: str, through: frozenset[str], scale_ok: bo
     return passed, None
 
 
-def _walk_down(idx: GraphIndex, tensor: str, through: frozenset[str]) -> tuple[list, list]:
-    """Follow ``tensor`` downstream through pass-through ops; return (passed nodes, other consumers)."""
-    passed, ends, stack, seen = [], [], [tensor], set()
-    while stack:
-        t = stack.pop()
-        for c in idx.consumers.get(t, []):
-            if id(c) in seen:
-                continue
-            seen.add(id(c))
-            if c.op_type in through:
-                passed.append(c)
-                stack.extend(o for o in c.output if o)
-            else:
-                ends.append(c)
-    return passed, ends
-
-
 def _shape_chain_up(idx: GraphIndex, tensor: str) -> list:
     passed, _ = _walk_up(idx, tensor, SHAPE_OPS, scale_ok=False)
     return passed
@@ -124,7 +107,7 @@ def attention_sites(model: "onnx.ModelProto", idx: GraphIndex | None = None) -> 
         if s.op_type != "Softmax":
             continue
         up_passed, m1 = _walk_up(idx, s.input[0], SHAPE_OPS, scale_ok=True)
-        down_passed, ends = _walk_down(idx, s.output[0], SHAPE_OPS)
+        down_passed, ends = idx.walk_down(s.output[0], SHAPE_OPS)
         matmuls = [m for m in ([m1] if m1 is not None else []) + ends if _is_activation_matmul(idx, m)]
         if not matmuls:
             continue
@@ -147,7 +130,7 @@ def gate_sites(model: "onnx.ModelProto", idx: GraphIndex | None = None) -> list[
     for g in idx.nodes():
         if g.op_type not in _GATE_OPS:
             continue
-        passed, ends = _walk_down(idx, g.output[0], SHAPE_OPS)
+        passed, ends = idx.walk_down(g.output[0], SHAPE_OPS)
         muls = [m for m in ends if m.op_type == "Mul" and not any(i in idx.constants for i in m.input)]
         if muls:
             sites.append(_unique([g, *passed, *muls]))

@@ -12,6 +12,8 @@ import abc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from attnvgg.errors import InputError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -21,6 +23,25 @@ class TensorMeta:
     name: str
     dtype: str               # numpy dtype name, e.g. "float32"
     shape: tuple[int, ...]   # -1 where the axis is dynamic
+
+
+def check_feeds(model_name: str, metas: list[TensorMeta], feeds: dict[str, "np.ndarray"]) -> None:
+    """One-line InputError for a feed the model does not take: an unknown or missing input, a wrong rank or size."""
+    meta = {m.name: m for m in metas}
+    unknown = sorted(set(feeds) - set(meta))
+    if unknown:
+        raise InputError(f"inputs {unknown} are not in {model_name} (it takes {sorted(meta)})",
+                         "name the input as the model does")
+    missing = sorted(set(meta) - set(feeds))
+    if missing:
+        raise InputError(f"inputs {missing} of {model_name} were not given", "feed every model input")
+    for name, arr in feeds.items():
+        m = meta[name]
+        if len(arr.shape) != len(m.shape) or any(d != -1 and d != a for d, a in zip(m.shape, arr.shape)):
+            raise InputError(
+                f"input {name} has shape {tuple(arr.shape)} but {model_name} takes {m.shape} (-1 = dynamic)",
+                "feed the model's input size, or re-export with that size / a dynamic batch",
+            )
 
 
 #: coarsest last: a runner that computes in bf16 makes an fp32/fp16 file a bf16 check

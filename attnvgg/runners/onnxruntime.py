@@ -11,7 +11,7 @@ import numpy as np
 
 from attnvgg.artifacts import scratch_prefix
 from attnvgg.onnxgraph import TWO_GB, input_shape, load_onnx
-from attnvgg.runners.base import Runner, TensorMeta
+from attnvgg.runners.base import Runner, TensorMeta, check_feeds
 from attnvgg.errors import InputError, MissingDependency, first_line
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -101,18 +101,9 @@ class OnnxRuntimeRunner(Runner):
         return [o.name for o in self.session.get_outputs()]
 
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        meta = {m.name: m for m in self.input_metadata()}
-        unknown = sorted(set(feeds) - set(meta))
-        if unknown:
-            raise InputError(f"inputs {unknown} are not in {self.path.name} (it takes {sorted(meta)})",
-                             "name the input as the model does")
-        for name, arr in feeds.items():
-            m = meta[name]
-            if len(arr.shape) != len(m.shape) or any(d != -1 and d != a for d, a in zip(m.shape, arr.shape)):
-                raise InputError(
-                    f"input {name} has shape {tuple(arr.shape)} but {self.path.name} takes {m.shape} (-1 = dynamic)",
-                    "feed the model's input size, or re-export with that size / a dynamic batch",
-                )
+        metas = self.input_metadata()
+        check_feeds(self.path.name, metas, feeds)
+        meta = {m.name: m for m in metas}
         outs = self.session.run(None, {k: np.ascontiguousarray(v, dtype=np.dtype(meta[k].dtype)) for k, v in feeds.items()})
         return dict(zip(self.output_names(), outs))
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from attnvgg.errors import InputError, MissingDependency
-from attnvgg.runners.base import Runner, TensorMeta
+from attnvgg.runners.base import Runner, TensorMeta, check_feeds
 
 INSTALL = 'pip install "attnvgg[openvino]"'
 DEVICE = "CPU"
@@ -202,21 +202,8 @@ class OpenVinoRunner(Runner):
     # -- inference ----------------------------------------------------------------------
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         metas = self.input_metadata()
+        check_feeds(self.path.name, metas, feeds)
         meta = {m.name: m for m in metas}
-        unknown = sorted(set(feeds) - set(meta))
-        if unknown:
-            raise InputError(f"inputs {unknown} are not in {self.path.name} (it takes {sorted(meta)})",
-                             "name the input as the model does")
-        missing = sorted(set(meta) - set(feeds))
-        if missing:
-            raise InputError(f"inputs {missing} of {self.path.name} were not given", "feed every model input")
-        for name, arr in feeds.items():
-            m = meta[name]
-            if len(arr.shape) != len(m.shape) or any(d != -1 and d != a for d, a in zip(m.shape, arr.shape)):
-                raise InputError(
-                    f"input {name} has shape {tuple(arr.shape)} but {self.path.name} takes {m.shape} (-1 = dynamic)",
-                    "feed the model's input size, or re-export with that size / a dynamic batch",
-                )
         inputs = {k: np.ascontiguousarray(v, dtype=np.dtype(meta[k].dtype)) for k, v in feeds.items()}
         shapes = tuple(tuple(int(d) for d in inputs[m.name].shape) for m in metas) if self.static_shapes else None
         compiled, request = self._compile(shapes)

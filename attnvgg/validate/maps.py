@@ -204,18 +204,8 @@ def _read_point(idx: Any, tensor: str) -> str:
 
 def _is_gate(idx: Any, node: Any) -> bool:
     """A Sigmoid whose value (through shape/Q/DQ/Cast ops) multiplies an activation."""
-    stack, seen = [node.output[0]], set()
-    while stack:
-        t = stack.pop()
-        for c in idx.consumers.get(t, []):
-            if id(c) in seen:
-                continue
-            seen.add(id(c))
-            if c.op_type in _PASS_OPS:
-                stack.append(c.output[0])
-            elif c.op_type == "Mul" and not any(i in idx.constants for i in c.input):
-                return True
-    return False
+    _, ends = idx.walk_down(node.output[0], _PASS_OPS)
+    return any(c.op_type == "Mul" and not any(i in idx.constants for i in c.input) for c in ends)
 
 
 def onnx_map_tensors(model: Any) -> list[tuple[str, str, str]]:

@@ -56,6 +56,8 @@ def test_onnxruntime_runner_checks_names_and_shapes(tmp_path):
             r.infer({"input": np.ones((1, 3, 8, 8), np.float32)})
         with pytest.raises(InputError, match="has shape"):
             r.infer({"input": np.ones((3, 4, 4), np.float32)})           # rank differs
+        with pytest.raises(InputError, match=r"inputs \['input'\] of m.onnx were not given"):
+            r.infer({})
         got = r.infer({"input": np.ones((1, 3, 4, 4), np.float64)})     # cast to the model's dtype
         assert got["logits"].dtype == np.float32
 
