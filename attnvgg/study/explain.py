@@ -193,6 +193,12 @@ def quantized_softmax_model(src: Path, dataset: Any, out: Path, calibrate: Calib
     return out
 
 
+def class_name(classes: list[str], k: int) -> str:
+    """The data set's name for class ``k``; its number where the data set names fewer classes than the
+    model predicts (the vgg16-224 preset's 1000-class model on the 8-class built-in images)."""
+    return classes[k] if 0 <= k < len(classes) else f"class {k}"
+
+
 def explain(model_spec: ModelSpec, preprocess: PreprocessSpec, artifacts: dict[str, str | os.PathLike],
             out_dir: str | os.PathLike, data: str = "builtin:val", images: int = 4,
             log: Callable[[str], None] | None = None) -> ExplainResult:
@@ -226,8 +232,8 @@ def explain(model_spec: ModelSpec, preprocess: PreprocessSpec, artifacts: dict[s
             a = results[v]
             note = f"cos {a.min_cosine:.4f}" + (f", JS {a.js_mean:.4f}" if a.js_mean is not None else "")
             rows.append((v, [m[i] for m in maps], note))
-        truth = classes[int(y[i])] if y is not None and classes else (str(int(y[i])) if y is not None else "?")
-        guess = classes[int(pred[i])] if classes else str(int(pred[i]))
+        truth = class_name(classes, int(y[i])) if y is not None else "?"
+        guess = class_name(classes, int(pred[i]))
         title = f"image {i}: label {truth}, PyTorch predicts {guess}"
         pngs[f"explain-{i}.png"] = render_png(shown[i], cams[i], sites, rows, queries[i], title)
     doc = {

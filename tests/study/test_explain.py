@@ -54,3 +54,12 @@ def test_explain_cli_and_bad_inputs(tiny_exports, npz_images, tmp_path):
                      "--input-size", "32", "--num-classes", "10", "--data", str(npz_images), "--out", str(tmp_path / "o4")])
     assert plain.exit_code == 2 and "no attention block" in error_line(plain)
     assert not (tmp_path / "o4" / "explain.json").exists()
+
+
+def test_class_names_beyond_the_data_sets_classes_are_numbers():
+    from attnvgg.study.explain import class_name
+
+    names = ["a", "b"]
+    assert class_name(names, 1) == "b"
+    assert class_name(names, 7) == "class 7"      # a 1000-class model on an 8-class data set
+    assert class_name([], 0) == "class 0"
