@@ -89,7 +89,7 @@ def main() -> int:
     print(f"full-size VGG16WithAttention, 224x224, gamma 0.5, random weights; {os.cpu_count()} cpus; "
           f"{args.images} images, batch {args.batch_size}; workdir {work}")
     if not model.exists():
-        s, rss, rc, out = run([sys.executable, "-m", "attnvgg", "export", "--gamma", "0.5", "--batch-max", "8",
+        s, rss, rc, out = run([sys.executable, "-m", "attnvgg", "export", "--preset", "vgg16-224", "--gamma", "0.5", "--batch-max", "8",
                                "-o", str(model)], repo)
         print(f"export: {s:.1f} s, peak RSS {rss:.2f} GiB, exit {rc}")
         if rc:

@@ -41,7 +41,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     env_note = f"python {sys.version.split()[0]}, {os.cpu_count()} cpus"
     stages = [
-        ("export", ["export", "--gamma", "0.5", "--exporter", args.exporter, "--batch-max", str(args.batch_max),
+        ("export", ["export", "--preset", "vgg16-224", "--gamma", "0.5", "--exporter", args.exporter, "--batch-max", str(args.batch_max),
                     "-o", "model.onnx"]),
         ("simplify", ["simplify", "model.onnx", "-o", "model.sim.onnx"]),
         ("simplify --force", ["simplify", "model.onnx", "-o", "model.forced.sim.onnx", "--force"]),

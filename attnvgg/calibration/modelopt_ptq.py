@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnvgg.calibration import light_twin
 from attnvgg.calibration.reader import OneBatch
 from attnvgg.errors import MissingDependency, StageError
 
@@ -99,13 +100,13 @@ class PtqInfo:
     cache_entries: int
     scales_checked: int
     nodes_to_exclude: int
-    log_tail: list[str] = field(default_factory=list)
+    light_twin: str = "off"
 
     def to_dict(self) -> dict:
         return {"quantizer": f"nvidia-modelopt {self.modelopt} (modelopt.onnx.quantization.quantize)",
                 "high_precision": self.high_precision, "calibration_cache_entries": self.cache_entries,
                 "activation_scales_from_attnvgg_ranges": self.scales_checked,
-                "nodes_to_exclude": self.nodes_to_exclude}
+                "nodes_to_exclude": self.nodes_to_exclude, "light_twin": self.light_twin}
 
 
 def exclusion_patterns(names: list[str]) -> list[str]:
@@ -175,13 +176,18 @@ def ort_state_preserved():
 
 def quantize(work_src: Path, tmp: Path, ranges: dict[str, tuple[float, float]], method: str,
              exclude: list[str], input_name: str, probe_shape: tuple[int, ...], high_precision: str,
-             external_data: bool = False, attention_excluded: bool = False) -> tuple[Any, PtqInfo]:
+             external_data: bool = False, attention_excluded: bool = False,
+             light: bool = True, source: Any = None) -> tuple[Any, PtqInfo]:
     """Q/DQ model of ``work_src`` by ModelOpt with our ranges; (ModelProto, info). Raises StageError.
 
     ``attention_excluded``: our policy already keeps every attention MatMul in float, so ModelOpt's
     own MHA analysis (``disable_mha_qdq=False`` runs one probe inference to read head sizes and
     sequence lengths, then may only exclude the same MatMuls) is skipped with ``disable_mha_qdq``:
     same graph, one inference session fewer (-27 % of ModelOpt's time at width 0.5, 224 px).
+
+    ``light``: ModelOpt quantizes ``light_twin``'s copy with the classifier's hidden widths cut and
+    the full weights are put back (ModelOpt's time and memory follow the model's bytes); where the
+    twin's answer does not carry over (a cut Gemm came back quantized) the full model is quantized.
     """
     import onnx
 
@@ -193,10 +199,43 @@ def quantize(work_src: Path, tmp: Path, ranges: dict[str, tuple[float, float]], 
     scales = scales_from_ranges(ranges)
     cache = write_calibration_cache(scales, method, tmp / "calibration.cache")
     out = tmp / "modelopt.onnx"
+    call = dict(cache=cache, exclude=exclude, input_name=input_name, probe_shape=probe_shape,
+                high_precision=high_precision, attention_excluded=attention_excluded)
+    twin_note = "off" if not light else "not used: no Gemm -> Gemm chain to cut"
+    model = None
+    if light:
+        source = source if source is not None else onnx.load(str(work_src))
+        twin, cuts = light_twin.make_twin(source)
+        if cuts:
+            twin_path = tmp / "twin.onnx"
+            onnx.save(twin, str(twin_path))
+            del twin
+            _run_modelopt(mo_quantize, twin_path, out, external_data=False, **call)
+            model = light_twin.restore(onnx.load(str(out)), source, cuts)
+            twin_note = (f"{len(cuts)} Gemm chain(s) cut to {light_twin.HIDDEN} wide for ModelOpt, full weights restored"
+                         if model is not None else
+                         "ModelOpt quantized a cut Gemm: the full model was quantized instead")
+            out.unlink()
+            twin_path.unlink()
+    if model is None:
+        _run_modelopt(mo_quantize, Path(work_src), out, external_data=external_data, **call)
+        model = onnx.load(str(out))
+    problems, checked = check_scales(model, scales)
+    if problems:
+        raise StageError(f"the ModelOpt model does not use attnvgg's ranges: {problems[0]}"
+                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                         "report this with the model and the ModelOpt version")
+    return model, PtqInfo(_modelopt_version(), high_precision, len(scales), checked, len(exclude), twin_note)
+
+
+def _run_modelopt(mo_quantize: Any, src: Path, out: Path, *, cache: Path, exclude: list[str], input_name: str,
+                  probe_shape: tuple[int, ...], high_precision: str, attention_excluded: bool,
+                  external_data: bool) -> None:
+    """One ``modelopt.onnx.quantization.quantize`` call writing ``out``; its logs kept off our streams."""
     with _captured_logs() as buf, ort_state_preserved():
         try:
             mo_quantize(
-                str(work_src), quantize_mode="int8", calibration_data_reader=ProbeReader(input_name, probe_shape),
+                str(src), quantize_mode="int8", calibration_data_reader=ProbeReader(input_name, probe_shape),
                 calibration_cache_path=str(cache), calibration_method="max", calibration_eps=["cpu"],
                 nodes_to_exclude=exclusion_patterns(exclude), high_precision_dtype=high_precision,
                 disable_mha_qdq=attention_excluded,
@@ -209,14 +248,6 @@ def quantize(work_src: Path, tmp: Path, ranges: dict[str, tuple[float, float]], 
     if not out.is_file():
         raise StageError("ModelOpt wrote no model (it skips a graph that already has Q/DQ nodes)",
                          "calibrate the fp32 model written by attnvgg export/simplify")
-    model = onnx.load(str(out))
-    problems, checked = check_scales(model, scales)
-    if problems:
-        raise StageError(f"the ModelOpt model does not use attnvgg's ranges: {problems[0]}"
-                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-                         "report this with the model and the ModelOpt version")
-    log = [ln for ln in buf.getvalue().splitlines() if " - WARNING - " in ln or " - ERROR - " in ln]
-    return model, PtqInfo(_modelopt_version(), high_precision, len(scales), checked, len(exclude), log[-20:])
 
 
 def check_scales(model: Any, scales: dict[str, float]) -> tuple[list[str], int]:
