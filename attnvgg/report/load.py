@@ -203,8 +203,9 @@ def accuracy_record(d: dict, source: str) -> dict:
 
 def parity_record(d: dict, source: str) -> dict:
     """Keys read: artifact, precision, passed, tolerance{atol, rtol, min_cosine, min_top1},
-    cases[{runner, metrics{max_abs, min_cosine, top1_agreement}, passed}], skipped[str],
-    polygraphy{command, inputs, outputs}."""
+    cases[{runner, metrics{max_abs, min_cosine, top1_agreement}, passed, gated}], skipped[str],
+    polygraphy{command, inputs, outputs}. The verdict and figures per runner are those of the gated
+    cases (what ``validate``'s exit code follows); failing information-only cases are counted."""
     per_runner: dict[str, float] = {}
     worst: dict[str, dict] = {}
     for c in d.get("cases") or []:
@@ -213,9 +214,14 @@ def parity_record(d: dict, source: str) -> dict:
         metrics = c.get("metrics") or {}
         m = number(metrics.get("max_abs"))
         r = str(c.get("runner") or "?")
+        w = worst.setdefault(r, {"passed": True, "min_cosine": None, "top1_agreement": None, "cases": 0,
+                                 "info_failed": 0})
+        if c.get("gated") is False:
+            # information only (INT8 on random inputs): never the verdict, never the gated figures
+            w["info_failed"] += c.get("passed") is not True
+            continue
         if m is not None:
             per_runner[r] = max(per_runner.get(r, m), m)
-        w = worst.setdefault(r, {"passed": True, "min_cosine": None, "top1_agreement": None, "cases": 0})
         w["cases"] += 1
         w["passed"] = w["passed"] and c.get("passed") is True
         for k in ("min_cosine", "top1_agreement"):
@@ -223,8 +229,13 @@ def parity_record(d: dict, source: str) -> dict:
             if v is not None:
                 w[k] = v if w[k] is None else min(w[k], v)
     tol = d.get("tolerance") if isinstance(d.get("tolerance"), dict) else None
-    if tol is not None and not all(number(tol.get(k)) is not None for k in ("atol", "rtol", "min_cosine", "min_top1")):
-        tol = None
+    if tol is not None:
+        # an infinite atol/rtol (no elementwise bound: INT8) is written as null in strict JSON
+        bounds = {k: (float("inf") if tol.get(k) is None else number(tol.get(k))) for k in ("atol", "rtol")}
+        if all(v is not None for v in bounds.values()) and all(number(tol.get(k)) is not None for k in ("min_cosine", "min_top1")):
+            tol = {**tol, **bounds}
+        else:
+            tol = None
     pg = d.get("polygraphy") if isinstance(d.get("polygraphy"), dict) else None
     return {"artifact": str(d.get("artifact")), "precision": d.get("precision"), "passed": d.get("passed"),
             "max_abs": per_runner, "per_runner": worst, "tolerance": tol,

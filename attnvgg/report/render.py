@@ -74,6 +74,9 @@ def parity_cell(r: dict) -> str:
         bits.append(f"cos {r['parity_min_cosine']:.6f}")
     if r.get("parity_top1_agreement") is not None:
         bits.append(f"top-1 {r['parity_top1_agreement']:.0%}")
+    if r.get("parity_info_failed"):
+        n = r["parity_info_failed"]
+        bits.append(f"{n} information-only case{'s' if n > 1 else ''} (random inputs) outside tolerance")
     return " · ".join(bits)
 
 

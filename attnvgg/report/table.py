@@ -136,6 +136,7 @@ def _blank(group: str, runner: str) -> dict:
             "precision": None, "flavour": None, "latency": {}, "top1": None, "top5": None,
             "drop_points": None, "top1_agreement": None, "mean_cosine": None, "accuracy_runner": None,
             "parity_max_abs": None, "parity_runner": None, "parity_passed": None, "parity_tolerance": None,
+            "parity_info_failed": 0,
             "parity_min_cosine": None, "parity_top1_agreement": None, "polygraphy": None, "trtexec_script": None,
             "precision_summary": None, "size_bytes": None,
             "prep_seconds": None, "prep_kind": None, "threads": None, "on_pareto_front": False,
@@ -249,7 +250,7 @@ def _fill_parity(r: dict, g: str, runner: str, results: Results, groups: Artifac
         r.update(parity_max_abs=p["max_abs"].get(who), parity_runner=who,
                  parity_passed=w.get("passed") if w else p["passed"], parity_tolerance=p["tolerance"],
                  parity_min_cosine=w.get("min_cosine"), parity_top1_agreement=w.get("top1_agreement"),
-                 polygraphy=p["polygraphy"])
+                 parity_info_failed=w.get("info_failed", 0), polygraphy=p["polygraphy"])
 
     for p in reversed(mine):
         if runner in p["max_abs"]:

@@ -354,6 +354,8 @@ def tolerance_text(tol: dict) -> str:
         parts.append(f"abs(a-ref) <= atol {tol['atol']:g} + rtol {tol['rtol']:g}*abs(ref)")
     parts.append(f"cosine >= {tol['min_cosine']:g}")
     parts.append(f"top-1 >= {tol['min_top1']:.0%}")
+    if tol.get("random_inputs") == "info":
+        parts.append("gated on image inputs (random inputs: information only)")
     return ", ".join(parts)
 
 

@@ -248,3 +248,29 @@ def test_calibration_time_says_when_ranges_came_from_the_cache():
 
     assert _prep([{"precision": "int8", "calibration_s": 12.5, "cache": {"hit": False}}]) == (12.5, "calibrate")
     assert _prep([{"precision": "int8", "calibration_s": 0.0, "cache": {"hit": True}}]) == (0.0, "calibrate, cached ranges")
+
+
+def test_information_only_parity_cases_never_decide_the_verdict(tmp_path):
+    """INT8 is gated on image inputs: a failing random-input case (gated: false) leaves PASS, as
+    validate's exit code does, and the cell says it is there; a failing gated case is FAIL."""
+    from tests.report.conftest import parity
+
+    run = tmp_path / "run"
+    p = parity("m.int8.onnx", "int8", "onnxruntime-cpu", [0.2, 0.3])
+    p["tolerance"] = {"atol": None, "rtol": None, "min_cosine": 0.98, "min_top1": 0.8, "random_inputs": "info"}
+    p["cases"][0]["metrics"].update(max_abs=0.9, min_cosine=0.4)
+    p["cases"][0].update(passed=False, gated=False, reasons=["cosine 0.4 < 0.98"])
+    p["cases"][1]["inputs"] = "builtin:val"
+    write(run / "parity.json", p)
+    write(run / "acc.json", accuracy("m.int8.onnx", "onnxruntime-cpu", 0.7, 0.9, 0.9, 0.99))
+    rows = md_rows(make_report(run, tmp_path / "out")["markdown"].read_text(), table=1)
+    (cell,) = rows.values()
+    assert cell["Parity vs PyTorch"].startswith("PASS · max abs 3.00e-01")            # the gated case's figures
+    assert "1 information-only case (random inputs) outside tolerance" in cell["Parity vs PyTorch"]
+    assert cell["Parity tolerance"].startswith("cosine >= 0.98, top-1 >= 80%, gated on image inputs")
+    p["cases"][1].update(passed=False, reasons=["cosine 0.9 < 0.98"])
+    p["passed"] = False
+    write(run / "parity.json", p)
+    rows = md_rows(make_report(run, tmp_path / "out2")["markdown"].read_text(), table=1)
+    (cell,) = rows.values()
+    assert cell["Parity vs PyTorch"].startswith("FAIL")
