@@ -107,7 +107,7 @@ def markdown(doc: dict, png_names: dict[Path, str], plot_names: list[str]) -> st
     lines += ["## Variants x engines", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(doc)]
     lines += ["", doc.get("method", ""), ""]
-    lines += [f"- {n}" for n in doc.get("skipped", [])] + [""]
+    lines += [f"- {n}" for n in doc.get("notes", [])] + [""]
     for name in plot_names:
         lines.append(f"![{name}]({name})")
     lines.append("")
@@ -145,7 +145,7 @@ def html_page(doc: dict, plot_pngs: dict[str, bytes]) -> str:
     for r in table_rows(doc):
         parts.append("<tr>" + "".join(f'<td class="{"n" if i >= 2 else ""}">{e(c)}</td>' for i, c in enumerate(r)) + "</tr>")
     parts.append(f'</tbody></table><p class="note">{e(doc.get("method", ""))}</p>')
-    for n in doc.get("skipped", []):
+    for n in doc.get("notes", []):
         parts.append(f'<p class="note">{e(n)}</p>')
     for name, png in plot_pngs.items():
         parts.append(f'<img alt="{e(name)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">')

@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Optional
 
 from attnvgg.artifacts import read_json
+from attnvgg.runners.openvino import unavailable_reason
 from attnvgg.study.variants import ATTENTION, DESCRIPTION
 
 STUDY_FORMAT = "attnvgg-study/2"
 #: (label, result-file stem) of each engine/precision row of a variant
 ENGINES = (("pytorch fp32", "pytorch"), ("onnxruntime fp32", "fp32"), ("onnxruntime fp16", "fp16"),
-           ("onnxruntime int8 (tensorrt flavour)", "int8-tensorrt"), ("onnxruntime int8 (cpu flavour)", "int8-cpu"))
+           ("onnxruntime int8 (tensorrt flavour)", "int8-tensorrt"), ("onnxruntime int8 (cpu flavour)", "int8-cpu"),
+           ("openvino fp32", "openvino-fp32"), ("openvino bf16 (fp32 file)", "openvino-bf16"),
+           ("openvino int8 (cpu flavour)", "openvino-int8"))
+#: OpenVINO's runner names say the inference precision of the float parts
+_OPENVINO_PARTS = {"openvino-f32": "f32", "openvino-bf16": "bf16"}
 CLAIM_GAIN = (1.0, 3.0)          # top-1 points global attention is said to gain over the plain model
 CLAIM_COST = (15.0, 20.0)        # % more MACs it is said to cost
 
@@ -43,7 +48,15 @@ def _maybe(path: Path) -> Optional[dict]:
 
 def _same_backend(acc: dict, runner: str) -> bool:
     backend = str(acc.get("backend") or "")
-    return runner == backend or (backend == "pytorch" and runner.startswith("pytorch"))
+    name = str((acc.get("runner") or {}).get("name") or "") if isinstance(acc.get("runner"), dict) else ""
+    return runner in (backend, name) or (backend == "pytorch" and runner.startswith("pytorch"))
+
+
+def _engine_label(label: str, stem: str, runner: str) -> str:
+    if stem.startswith("openvino"):
+        parts = _OPENVINO_PARTS.get(runner)
+        return f"{label}, {parts} float parts" if stem == "openvino-int8" and parts else label
+    return label if runner in ("onnxruntime-cpu", "pytorch-cpu", "pytorch") else f"{runner} {label.split(' ', 1)[1]}"
 
 
 def variant_rows(name: str, run_dir: Path, fp32_top1: Optional[float], params: int, gmac: dict) -> list[dict]:
@@ -65,7 +78,7 @@ def variant_rows(name: str, run_dir: Path, fp32_top1: Optional[float], params: i
         for runner, brows in by_runner.items():
             a = acc if acc is not None and _same_backend(acc, runner) else None
             top1 = a.get("top1") if a else None
-            engine = label if runner in ("onnxruntime-cpu", "pytorch-cpu", "pytorch") else f"{runner} {label.split(' ', 1)[1]}"
+            engine = _engine_label(label, stem, runner)
             rows.append({
                 "variant": name, "engine": engine, "key": stem, "runner": runner, "parameters": params,
                 "gmac": gmac["gmac"], "attention_gmac": gmac["attention_gmac"], "attention_share": gmac["attention_share"],
@@ -76,19 +89,31 @@ def variant_rows(name: str, run_dir: Path, fp32_top1: Optional[float], params: i
                 "parity": None if parity is None or runner.startswith("pytorch") else bool(parity.get("passed")),
                 "parity_failed": [] if parity is None else
                 [f"{c['inputs']} b{c['batch']}: {'; '.join(c.get('reasons') or [])}" for c in parity.get("cases", [])
-                 if not c.get("passed")],
+                 if not c.get("passed") and c.get("gated") is not False],    # information-only cases never fail a row
             })
     return rows
 
 
-def openvino_note() -> Optional[str]:
-    """Why there are no OpenVINO rows (None when its runner is part of this attnvgg)."""
-    import importlib.util
+def openvino_note(rows: list[dict]) -> Optional[str]:
+    """Why there are no OpenVINO rows (None where there are)."""
+    if any(r["key"].startswith("openvino") for r in rows):
+        return None
+    why = unavailable_reason()
+    return f"OpenVINO rows skipped: {why or 'the runs benched no OpenVINO variant (run.variants)'}"
 
-    if importlib.util.find_spec("attnvgg.runners.openvino") is None:
-        return ("OpenVINO rows skipped: this attnvgg has no OpenVINO runner (attnvgg.runners.openvino, issue 12); "
-                "the study shows whatever runners attnvgg run benches")
-    return None
+
+def retry_notes(models: list[dict]) -> list[str]:
+    """One line per variant whose first training seed stayed at chance level (``pipeline.train_variant``)."""
+    out = []
+    for m in models:
+        seeds = (m.get("train") or {}).get("seeds_tried") or []
+        if len(seeds) > 1:
+            first, last = seeds[0], seeds[-1]
+            out.append(f"{m['variant']}: training with seed {first['seed']} stayed at chance level "
+                       f"({100 * first['val_top1']:.1f} % val top-1), so it was retrained once with seed {last['seed']} "
+                       f"({100 * last['val_top1']:.1f} %); its rows are of that model. The built-in recipe has no batch "
+                       "normalisation and five epochs, so some seeds stay on the initial plateau.")
+    return out
 
 
 def collect(root: Path, variants: list[str], meta: dict[str, dict]) -> dict:
@@ -115,7 +140,7 @@ def collect(root: Path, variants: list[str], meta: dict[str, dict]) -> dict:
     doc = {"format": STUDY_FORMAT, "variants": variants, "models": models, "rows": rows, "attention_maps": maps}
     doc["claims"] = check_claims(models, rows) + map_claims(maps)
     doc["difficulty"] = difficulty(models)
-    doc["skipped"] = [n for n in (openvino_note(),) if n]
+    doc["notes"] = [n for n in (openvino_note(rows),) if n] + retry_notes(models)
     first = models[0].get("train") or {} if models else {}
     doc["intro"] = ("One model per attention variant, each trained with attnvgg train's recipe ([train]: the same "
                     "epochs, seed, schedule, width and data, builtin:train) and its attention in blocks 3-5 changed; "
@@ -125,9 +150,10 @@ def collect(root: Path, variants: list[str], meta: dict[str, dict]) -> dict:
                      "pooling and Softmax not counted); attention MACs are those of the ops between an attention "
                      "block's input and the node that merges its result back (found by structure). The full-size "
                      "counts come from an export of the width-1.0 model at 224 px with 1000 classes. Latency: ONNX "
-                     "Runtime / PyTorch on the CPU, p50 of at least 0.5 s of runs; the machine was shared with other "
-                     "jobs, so compare ratios within one study, not absolute times. Drop: PyTorch fp32 top-1 minus "
-                     "the row's top-1, in points. One training seed per variant.")
+                     "Runtime / OpenVINO / PyTorch on the CPU, p50 of at least 0.5 s of runs; compare ratios within one "
+                     "study, not absolute times across machines. Drop: PyTorch fp32 top-1 minus the row's top-1, in "
+                     "points. One training seed per variant (a variant whose training stayed at chance level is "
+                     "retrained once with the next seed, and its row says so).")
     return doc
 
 

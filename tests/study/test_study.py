@@ -107,3 +107,55 @@ def test_study_out_that_is_a_file_is_refused(tmp_path):
     res = run_cli(["study", "--out", str(f), "--set", "study.variants=['plain']"])
     assert res.exit_code == 2 and "is a file" in error_line(res)
     assert f.read_text() == "x"
+
+
+def test_a_chance_level_training_is_retried_once_with_the_next_seed(tmp_path, monkeypatch):
+    from attnvgg import pipeline
+    from attnvgg.config import TrainSpec
+
+    seen = []
+
+    def fake_train(spec, out):
+        seen.append(spec.seed)
+        return {"val_top1": {0: 0.124, 1: 0.942, 2: 0.13, 3: 0.12}[spec.seed], "train_seconds": 50.0}
+
+    monkeypatch.setattr(pipeline, "train", fake_train)
+    lines = []
+    info = pipeline.train_variant(TrainSpec(attention=["se"] * 3), tmp_path / "m.pt", tmp_path / "seeds.json", lines.append)
+    assert seen == [0, 1] and info == {"val_top1": 0.942, "train_seconds": 100.0, "seeds": 2}
+    doc = json.loads((tmp_path / "seeds.json").read_text())
+    assert [s["seed"] for s in doc["seeds"]] == [0, 1] and doc["chance"] == 0.125
+    assert "chance level" in lines[0] and "seed 1" in lines[0]
+    seen.clear()     # a trained model is not retried; a retry that also fails is not retried again
+    pipeline.train_variant(TrainSpec(seed=1), tmp_path / "m.pt", tmp_path / "s2.json", lines.append)
+    pipeline.train_variant(TrainSpec(seed=2), tmp_path / "m.pt", tmp_path / "s3.json", lines.append)
+    assert seen == [1, 2, 3]
+
+
+def test_retry_and_missing_openvino_are_noted():
+    from attnvgg.study.collect import openvino_note, retry_notes
+
+    se = {**_model("se", 0.942, 0.0222, 0.0), "train": {"seeds_tried": [{"seed": 0, "val_top1": 0.124},
+                                                                       {"seed": 1, "val_top1": 0.942}]}}
+    (note,) = retry_notes([_model("plain", 0.928, 0.0222, 0.0), se])
+    assert note.startswith("se: training with seed 0 stayed at chance level (12.4 % val top-1)") and "seed 1 (94.2 %)" in note
+    assert openvino_note([{"key": "openvino-int8"}]) is None
+    assert openvino_note([{"key": "fp32"}]).startswith("OpenVINO rows skipped: ")
+
+
+def test_openvino_rows_carry_the_float_parts_precision(tmp_path):
+    from attnvgg.study.collect import variant_rows
+
+    res = tmp_path / "results"
+    res.mkdir()
+    runner = {"name": "openvino-bf16", "backend": "openvino-cpu"}
+    (res / "accuracy-openvino-int8.json").write_text(json.dumps(
+        {"backend": "openvino-cpu", "runner": runner, "top1": 0.9, "reference": {"top1_agreement": 0.98}}))
+    (res / "bench-openvino-int8.json").write_text(json.dumps(
+        {"rows": [{"runner": "openvino-bf16", "batch": 1, "latency_ms": {"p50": 1.5}},
+                  {"runner": "openvino-bf16", "batch": 8, "latency_ms": {"p50": 9.0}}]}))
+    (res / "parity-openvino-int8.json").write_text(json.dumps({"passed": True, "cases": []}))
+    (row,) = variant_rows("global", tmp_path, 0.91, 1000, {"gmac": 0.02, "attention_gmac": 0.003, "attention_share": 0.13})
+    assert row["engine"] == "openvino int8 (cpu flavour), bf16 float parts"
+    assert row["top1"] == 0.9 and row["parity"] is True and row["drop_points"] == pytest.approx(1.0)
+    assert (row["p50_b1_ms"], row["p50_b8_ms"]) == (1.5, 9.0)
