@@ -49,29 +49,45 @@ def _parity(r: dict) -> str:
     return "FAIL (" + ", ".join(f.split(":")[0] for f in r.get("parity_failed", [])) + ")"
 
 
-def _plot(points: list[tuple[float, float, str]], xlabel: str, title: str, logx: bool = False) -> bytes:
+_MARKERS = "osD^v<>Ph*X"
+
+
+def _plot(points: list[tuple[float, float, str, str]], xlabel: str, title: str, logx: bool = False) -> bytes:
+    """Scatter of (x, top-1 %, variant, engine key): colour = variant; with more than one engine
+    key, marker = engine (legend) instead of a text label at every point, which overlap."""
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    fig = Figure(figsize=(7.5, 4.6))
+    fig = Figure(figsize=(8.2, 4.6))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    groups: dict[str, list[tuple[float, float, str]]] = {}
-    for p in points:
-        groups.setdefault(p[2].split(" ")[0], []).append(p)
-    for name, ps in groups.items():
-        ax.scatter([p[0] for p in ps], [p[1] for p in ps], label=name, s=28)
-        for x, y, lab in ps:
-            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6)
+    variants = list(dict.fromkeys(p[2] for p in points))
+    keys = list(dict.fromkeys(p[3] for p in points))
+    colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
+    markers = {k: _MARKERS[i % len(_MARKERS)] for i, k in enumerate(keys)}
+    for x, y, v, k in points:
+        ax.scatter([x], [y], color=colours[v], marker=markers[k] if len(keys) > 1 else "o", s=30)
+        if len(keys) == 1:
+            ax.annotate(v, (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7)
     if logx:
+        from matplotlib.ticker import FormatStrFormatter
+
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))     # 0.6, 1, 2 rather than 6x10^-1
+        ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.margins(x=0.08, y=0.12)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 % (built-in val)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    handles = [Line2D([], [], color=colours[v], marker="o", linestyle="", label=v) for v in variants]
+    if len(keys) > 1:
+        handles += [Line2D([], [], color="0.35", marker=markers[k], linestyle="", label=k) for k in keys]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -79,8 +95,9 @@ def _plot(points: list[tuple[float, float, str]], xlabel: str, title: str, logx:
 
 
 def plots(doc: dict) -> dict[str, bytes]:
-    pts_gmac = [(m["gmac"]["gmac"] * 1e3, 100 * m["top1"], m["variant"]) for m in doc["models"] if m.get("top1") is not None]
-    pts_lat = [(r["p50_b1_ms"], 100 * r["top1"], f"{r['variant']} {r['key']}") for r in doc["rows"]
+    pts_gmac = [(m["gmac"]["gmac"] * 1e3, 100 * m["top1"], m["variant"], "pytorch fp32")
+                for m in doc["models"] if m.get("top1") is not None]
+    pts_lat = [(r["p50_b1_ms"], 100 * r["top1"], r["variant"], r.get("engine") or r["key"]) for r in doc["rows"]
                if r["p50_b1_ms"] is not None and r["top1"] is not None]
     out = {}
     if pts_gmac:
