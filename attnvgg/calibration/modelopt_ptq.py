@@ -129,11 +129,18 @@ def _captured_logs():
     buf = io.StringIO()
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)   # ORT's quantizer warns through the root logger
+    # ModelOpt's own handler writes to the (redirected) stdout; its records must not also reach a
+    # root handler some other library configured in this process (a study's second model printed
+    # "ERROR:modelopt.onnx:Failed to get GPU count: NVML Shared Library Not Found" on stderr)
+    mo_logger = logging.getLogger("modelopt")
+    propagate = mo_logger.propagate
+    mo_logger.propagate = False
     try:
         with contextlib.redirect_stdout(buf):
             yield buf
     finally:
         logging.disable(previous)
+        mo_logger.propagate = propagate
 
 
 @contextlib.contextmanager

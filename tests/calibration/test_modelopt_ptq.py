@@ -206,3 +206,26 @@ def test_source_model_is_never_rewritten(tiny_global, calib_data, tmp_path):
     assert (hashlib.sha256(src.read_bytes()).hexdigest(), os.stat(src).st_mtime_ns) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx", "q.onnx.json", "src.onnx"]
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+
+
+def test_modelopt_records_never_reach_a_root_handler(tiny_global, calib_data, tmp_path):
+    """A root handler set up by another library (logging.basicConfig) must not print ModelOpt's
+    records (on CPU machines it logs 'Failed to get GPU count: NVML Shared Library Not Found')."""
+    import logging
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    h = Keep(level=logging.DEBUG)
+    logging.root.addHandler(h)
+    try:
+        with modelopt_ptq._captured_logs():
+            logging.getLogger("modelopt.onnx").error("inside")
+        calibrate(tiny_global, calib_data, tmp_path / "a.onnx", _spec(tmp_path, cache=False), progress=False)
+        logging.getLogger("modelopt.onnx").error("after")       # outside the stage: propagation is back
+    finally:
+        logging.root.removeHandler(h)
+    assert [r.getMessage() for r in seen if r.name.startswith("modelopt")] == ["after"]
