@@ -61,6 +61,9 @@ def find_cuts(model: Any) -> list[Cut]:
             if i:
                 consumers.setdefault(i, []).append(n)
     outputs = {o.name for o in g.output}
+    names = [n.name for n in g.node]
+    if not all(names) or len(set(names)) != len(names):
+        return []               # the cuts are found again by node name after ModelOpt: names must be unique
     firsts: set[str] = set()
     seconds: set[str] = set()
     cuts = []

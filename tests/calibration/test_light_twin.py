@@ -91,6 +91,14 @@ def test_twin_cuts_each_hidden_width_and_stays_a_valid_model():
     assert _run(twin, np.ones((2, 8), np.float32)).shape == (2, 3)
 
 
+def test_a_graph_with_unnamed_or_repeated_node_names_is_not_cut():
+    m = _head()
+    m.graph.node[1].name = ""
+    assert light_twin.find_cuts(m) == []
+    m.graph.node[1].name = "g1"
+    assert light_twin.find_cuts(m) == []
+
+
 @pytest.mark.parametrize("kw", [{"shared": True}, {"bias_shape": (1,)}, {"to_output": True}])
 def test_chains_that_cannot_be_cut_are_left_alone(kw):
     # each case spoils the g1 -> g2 chain; g2 -> g3 is cut unless its weight w2 is shared
