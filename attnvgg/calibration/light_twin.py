@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from attnvgg.calibration.graph import GraphIndex
+
 #: the twin's hidden width: >= 16 and a multiple of 8, so ModelOpt's small-GEMM rule (K or N < 16)
 #: never applies to a twin where it would not apply to the original
 HIDDEN = 16
@@ -55,11 +57,7 @@ def find_cuts(model: Any) -> list[Cut]:
     """Gemm -> (Relu|Identity)* -> Gemm chains whose hidden width is worth cutting (> HIDDEN)."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            if i:
-                consumers.setdefault(i, []).append(n)
+    consumers = GraphIndex.build(model).consumers
     outputs = {o.name for o in g.output}
     names = [n.name for n in g.node]
     if not all(names) or len(set(names)) != len(names):
@@ -157,25 +155,22 @@ def _set_shapes(model: Any, dims: dict[str, list[int]], last: dict[str, int]) ->
             shape[-1].dim_value = last[vi.name]
 
 
-def _fp16_like_autocast(x: Any, dtype: Any) -> Any:
-    """ModelOpt AutoCast's initializer rule (``_convert_initializer_data``): values beyond the type's
+def _fp16_like_autocast(x: Any) -> Any:
+    """ModelOpt AutoCast's float16 initializer rule (``_convert_initializer_data``): values beyond the
     range clamped to it, non-zero values below its smallest subnormal replaced by +smallest
     subnormal, then the cast. Same result, fewer passes over 100 M+ weights: cast first, then fix
-    only where the cast overflowed or came out at or below the smallest subnormal."""
+    only where the cast overflowed or came out at or below the smallest subnormal (on the bits:
+    numpy's float16 arithmetic is slow)."""
     import numpy as np
 
-    info = np.finfo(dtype)
+    info = np.finfo(np.float16)
     with np.errstate(over="ignore"):
-        y = x.astype(dtype)
-    if dtype is not np.float16:
-        y = np.clip(x, -info.max, info.max).astype(dtype)
-        small = np.flatnonzero(np.abs(y) <= info.smallest_subnormal)
-    else:                     # on the bits: numpy's float16 arithmetic is slow
+        y = x.astype(np.float16)
+    mag = y.view(np.uint16) & np.uint16(0x7FFF)
+    if (mag >= np.uint16(0x7C00)).any():          # inf / nan: the cast overflowed
+        y = np.clip(x, -info.max, info.max).astype(np.float16)
         mag = y.view(np.uint16) & np.uint16(0x7FFF)
-        if (mag >= np.uint16(0x7C00)).any():          # inf / nan: the cast overflowed
-            y = np.clip(x, -info.max, info.max).astype(dtype)
-            mag = y.view(np.uint16) & np.uint16(0x7FFF)
-        small = np.flatnonzero(mag <= np.uint16(1))   # 0 or the smallest subnormal
+    small = np.flatnonzero(mag <= np.uint16(1))   # 0 or the smallest subnormal
     if small.size:
         xs = x.reshape(-1)[small]
         lift = small[(xs != 0.0) & (np.abs(xs) < info.smallest_subnormal)]
@@ -214,7 +209,7 @@ def restore(quantized_twin: Any, original: Any, cuts: list[Cut]) -> Any | None:
                     return None       # quantized (DQ output), cast at run time, or renamed: not a plain weight
                 value = numpy_helper.to_array(full[before.input[k]])
                 dtype = types[init.data_type]
-                value = value.astype(np.float32) if dtype is np.float32 else _fp16_like_autocast(value, dtype)
+                value = value.astype(np.float32) if dtype is np.float32 else _fp16_like_autocast(value)
                 init.CopyFrom(numpy_helper.from_array(value, name))
     _set_shapes(quantized_twin, {name: list(full[name].dims) for name in _weights(cuts)},
                 {t: c.width for c in cuts for t in _hidden_now(quantized_twin, c)})
@@ -231,16 +226,6 @@ def restore(quantized_twin: Any, original: Any, cuts: list[Cut]) -> Any | None:
 def _hidden_now(model: Any, cut: Cut) -> list[str]:
     """The hidden tensors of ``cut`` in a graph ModelOpt rewrote: the first Gemm's output and every
     tensor from it through pass-through ops and the Casts AutoCast inserted, up to the second Gemm."""
-    consumers: dict[str, list[Any]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
     first = next(n for n in model.graph.node if n.name == cut.first)
-    found, stack = [], [first.output[0]]
-    while stack:
-        t = stack.pop()
-        found.append(t)
-        for c in consumers.get(t, []):
-            if c.op_type in _PASS | {"Cast"} and len(c.output) == 1:
-                stack.append(c.output[0])
-    return found
+    passed, _ = GraphIndex.build(model).walk_down(first.output[0], _PASS | {"Cast"})
+    return [first.output[0], *(o for n in passed for o in n.output)]
