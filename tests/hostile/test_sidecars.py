@@ -36,6 +36,13 @@ def _edit_sidecar(path, fn):
     path.write_text(json.dumps(data))
 
 
+def _edit_model_sidecars(work, edit):
+    """Apply ``edit`` to every sidecar in ``work`` that records the model (export and simplify)."""
+    for name in ("model.onnx.json", "model.sim.onnx.json"):
+        if "model" in json.loads((work / name).read_text()):
+            _edit_sidecar(work / name, edit)
+
+
 def test_sidecar_cannot_turn_on_trust_checkpoint(work):
     marker = work / MARKER
     _evil_checkpoint(work / "weights.pt", marker)
@@ -44,9 +51,7 @@ def test_sidecar_cannot_turn_on_trust_checkpoint(work):
         d["model"]["checkpoint"] = str(work / "weights.pt")
         d["model"]["trust_checkpoint"] = True
 
-    for name in ("model.onnx.json", "model.sim.onnx.json"):
-        if "model" in json.loads((work / name).read_text()):
-            _edit_sidecar(work / name, edit)
+    _edit_model_sidecars(work, edit)
     try:
         refused(["validate", "model.sim.onnx", "--batches", "1", "--samples", "1"], work, 2, r"trust")
     finally:
@@ -64,9 +69,7 @@ def test_sidecar_cannot_pick_a_factory(work, tmp_path, monkeypatch):
         d["model"]["factory"] = "evilmod:make"
         d["model"]["arch"] = "custom"
 
-    for name in ("model.onnx.json", "model.sim.onnx.json"):
-        if "model" in json.loads((work / name).read_text()):
-            _edit_sidecar(work / name, edit)
+    _edit_model_sidecars(work, edit)
     try:
         refused(["validate", "model.sim.onnx", "--batches", "1", "--samples", "1"], work, 2, r"factory")
     finally:
