@@ -828,12 +828,13 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
         tspec = copy.deepcopy(cfg.train)
         tspec.attention = list(ATTENTION[name])
         reuse = builtin_recipe_matches(tspec) if cfg.study.reuse_builtin else None
+        tried = vdir / "train-seeds.json"          # the seeds a training by this study tried
         if reuse:
             model_spec, pre = builtin_model_config()
             echo(f"{'train:' + name:<28} reused: {reuse}")
             toml = Path(model_spec.checkpoint).with_suffix(".toml")
         else:
-            ckpt, toml, tried = vdir / "model.pt", vdir / "model.toml", vdir / "train-seeds.json"
+            ckpt, toml = vdir / "model.pt", vdir / "model.toml"
 
             def train_fn(tspec=tspec, ckpt=ckpt, tried=tried, name=name) -> dict:
                 return train_variant(tspec, ckpt, tried, lambda m, n=name: echo(f"  {n}: {m}"))
@@ -869,7 +870,7 @@ def run_study(cfg: Config, force: bool = False, echo: Callable[[str], None] = pr
                                      settings={"attention": list(ATTENTION[name]), "input_size": size},
                                      outputs=[vdir / "gmac-224.json"]), force, echo)
         result = read_toml(toml).get("result", {})
-        seeds = read_json(vdir / "train-seeds.json")["seeds"] if not reuse and (vdir / "train-seeds.json").is_file() else []
+        seeds = read_json(tried)["seeds"] if not reuse and tried.is_file() else []
         meta[name] = {"train": {**{k: result.get(k) for k in ("val_top1", "val_top1_gamma0", "val_images", "train_seconds")},
                                 "seeds_tried": seeds},
                       "checkpoint": model_spec.checkpoint, "run_dir": vcfg.run.out,
